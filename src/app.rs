@@ -1,0 +1,143 @@
+//! Running the gateway: start the actor tree and the servers, serve until SIGTERM, drain, exit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use actix_web::web;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Authenticator, BypassSettings, NoKeys};
+use crate::config::Settings;
+use crate::readiness::Readiness;
+use crate::state::AppState;
+use crate::{http, logging, runtime, telemetry};
+
+/// Exit code when startup fails after the settings were accepted (a port in use, ...).
+pub const EXIT_STARTUP_FAILED: u8 = 1;
+/// Exit code when the actor tree gave up (restart budget exhausted).
+pub const EXIT_SUPERVISOR_GAVE_UP: u8 = 3;
+
+fn log(level: &str, message: &str, fields: Value) {
+    let fields = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    logging::write_record(level, "main", message, fields);
+}
+
+/// Serve until SIGTERM/SIGINT (exit 0 after draining) or until the actor tree gives up
+/// (exit [`EXIT_SUPERVISOR_GAVE_UP`]).
+pub async fn run(settings: Settings) -> ExitCode {
+    if let Err(e) = telemetry::install() {
+        log("error", "metrics recorder failed", json!({ "error": e }));
+        return ExitCode::from(EXIT_STARTUP_FAILED);
+    }
+    let settings = Arc::new(settings);
+    let tree = match runtime::start(&settings).await {
+        Ok(tree) => tree,
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    let auth = Authenticator::new(
+        BypassSettings {
+            external: settings.auth.bypass_external,
+            external_with_header: settings.auth.bypass_external_with_header,
+        },
+        settings.external.service_name.clone(),
+        Arc::new(NoKeys),
+    );
+    let state = web::Data::new(AppState {
+        settings: Arc::clone(&settings),
+        auth: Arc::new(auth),
+        requests: tree.requests.clone(),
+        readiness: Arc::new(Readiness::from_settings(&settings)),
+    });
+    let servers = match http::server::start(state, &settings) {
+        Ok(servers) => servers,
+        Err(e) => {
+            log(
+                "error",
+                "cannot listen",
+                json!({
+                    "error": e.to_string(),
+                    "api": format!("{}:{}", settings.fastapi.api_host, settings.fastapi.api_port),
+                    "metrics": format!("{}:{}", settings.fastapi.metrics_host, settings.fastapi.metrics_port),
+                }),
+            );
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    let addr_list = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    log(
+        "info",
+        "listening",
+        json!({
+            "api_addr": addr_list(&servers.api_addrs),
+            "metrics_addr": addr_list(&servers.metrics_addrs),
+            "environment": settings.environment,
+            "mock_model_responses": settings.mock_model_responses,
+            "pid": std::process::id(),
+        }),
+    );
+    if settings.auth.bypass_external {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_EXTERNAL is on: every request is served without authentication",
+            json!({}),
+        );
+    }
+
+    let api_handle = servers.api_handle.clone();
+    let metrics_handle = servers.metrics_handle.clone();
+    let api = actix_web::rt::spawn(servers.api);
+    let metrics = actix_web::rt::spawn(servers.metrics);
+    let mut root_done = tree.root_done;
+
+    let code = tokio::select! {
+        signal = shutdown_signal() => {
+            log("info", "shutting down: draining in-flight requests", json!({
+                "signal": signal,
+                "deadline_s": settings.http.shutdown_timeout_s,
+            }));
+            // Stop accepting at once; in-flight requests get up to the deadline.
+            tokio::join!(api_handle.stop(true), metrics_handle.stop(true));
+            ExitCode::SUCCESS
+        }
+        _ = &mut root_done => {
+            log("critical", "actor tree stopped: restart budget exhausted", json!({}));
+            tokio::join!(api_handle.stop(false), metrics_handle.stop(false));
+            ExitCode::from(EXIT_SUPERVISOR_GAVE_UP)
+        }
+    };
+    let _ = api.await;
+    let _ = metrics.await;
+    tree.root.stop(None);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    log("info", "stopped", json!({}));
+    code
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; keep serving.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,344 @@
+//! The edge middleware: everything every request goes through, in the original's order.
+//!
+//! ```text
+//! correlation id ─▶ CORS ─▶ access log + X-Process-Time + metrics ─▶ authentication ─▶ route
+//! ```
+//!
+//! * `X-Request-ID` is echoed when the client sends one (any value, as the original) or generated
+//!   as 32 hex characters, and becomes the `correlation_id` of every log line of the request.
+//! * CORS as Starlette's `CORSMiddleware(allow_origins=["*"], allow_methods=["POST"],
+//!   allow_headers=["*"])`: preflights are answered here, before authentication.
+//! * Authentication runs before routing, so an unauthenticated request to an unknown path is a
+//!   401, not a 404. The authenticated [`User`] is put in the request's extensions.
+//! * `http_request_duration_seconds{handler,method,status}` is observed when the response
+//!   starts (streaming time excluded, as the original), for matched routes only.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use super::access_log::{process_cpu_seconds, LoggedBody, PendingLine, RequestLog};
+use super::error::ApiError;
+use crate::auth::{User, SKIP_PATHS};
+use crate::state::AppState;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+
+/// A new correlation id: 32 lower-case hex characters, like `uuid4().hex`.
+pub fn new_correlation_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+fn correlation_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(new_correlation_id)
+}
+
+/// Starlette's preflight answer.
+fn preflight(req: &ServiceRequest) -> HttpResponse {
+    let requested_method = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut res = if requested_method == "POST" {
+        HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("OK")
+    } else {
+        HttpResponse::BadRequest()
+            .content_type("text/plain; charset=utf-8")
+            .body("Disallowed CORS method")
+    };
+    let headers = res.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    if let Some(requested) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    res
+}
+
+fn header_str(req: &ServiceRequest, name: &str) -> Value {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| Value::String(v.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// The route template as the original names it (`/v1/prompts/{prompt_id:path}`).
+pub fn handler_label(pattern: &str) -> String {
+    pattern.replace(":.*}", ":path}").replace(":.+}", ":path}")
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The edge middleware (see the module docs).
+pub async fn edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<LoggedBody<BoxBody>>, actix_web::Error> {
+    let arrived = Instant::now();
+    let arrived_at = chrono::Utc::now();
+    let cpu_at_arrival = process_cpu_seconds();
+    let cid = correlation_id(&req);
+    let cid_header = HeaderValue::from_str(&cid).unwrap_or(HeaderValue::from_static("invalid"));
+    let has_origin = req.headers().contains_key(header::ORIGIN);
+
+    // CORS preflight: answered before the access log and authentication, as Starlette does.
+    if req.method() == Method::OPTIONS
+        && has_origin
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let answer = preflight(&req);
+        let mut res = req.into_response(answer);
+        res.headers_mut().insert(X_REQUEST_ID.clone(), cid_header);
+        return Ok(res.map_body(|_, b| LoggedBody::detached(b)));
+    }
+
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let log = RequestLog::default();
+    req.extensions_mut().insert(log.clone());
+    let span = tracing::info_span!("request", correlation_id = %cid);
+
+    let head = request_head(&req, &cid, arrived_at);
+    let method = req.method().clone();
+
+    // Authentication, before routing.
+    let outcome = match &state {
+        Some(state) => {
+            state
+                .auth
+                .authenticate(req.path(), req.headers())
+                .instrument(span.clone())
+                .await
+        }
+        None => None,
+    };
+    let mut refused = None;
+    if let Some(outcome) = outcome {
+        log.set("auth_duration_s", outcome.duration_s);
+        if let Some(issuer) = &outcome.token_issuer {
+            log.set("token_issuer", issuer.as_str());
+        }
+        if let Some(realm) = &outcome.gitlab_realm {
+            log.set("gitlab_realm", realm.as_str());
+        }
+        match outcome.result {
+            Ok(user) => {
+                req.extensions_mut().insert(Arc::new(user));
+            }
+            Err(message) => {
+                log.set(
+                    "auth_error_details",
+                    outcome.error_details.unwrap_or_else(|| message.clone()),
+                );
+                log.set("http_exception_details", message.as_str());
+                refused = Some(message);
+            }
+        }
+    }
+
+    let mut res: ServiceResponse<BoxBody> = match refused {
+        Some(message) => req.into_response(ApiError::Unauthorized(message).error_response()),
+        // Routing needs sole ownership of the request, so no clone of it may be held here;
+        // an error from the inner service (none of ours returns one) goes up to actix.
+        None => next.call(req).instrument(span).await?.map_into_boxed_body(),
+    };
+
+    let response_start = arrived.elapsed().as_secs_f64();
+    let headers = res.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), cid_header);
+    if let Ok(v) = HeaderValue::from_str(&response_start.to_string()) {
+        headers.insert(X_PROCESS_TIME.clone(), v);
+    }
+    if has_origin {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    let status = res.status();
+    if let Some(error) = res.response().error() {
+        if status.is_server_error() {
+            log.set("exception_message", error.to_string());
+        }
+    }
+
+    // Metrics: matched routes only, health checks excluded, as the original.
+    if let Some(pattern) = res.request().match_pattern() {
+        if !SKIP_PATHS.contains(&pattern.as_str()) {
+            metrics::histogram!(
+                "http_request_duration_seconds",
+                "handler" => handler_label(&pattern),
+                "method" => method.to_string(),
+                "status" => status_class(status),
+            )
+            .record(response_start);
+        }
+    }
+
+    let message = format!(
+        "{}:{} - \"{} {} HTTP/{}\" {}",
+        head.get("client_ip").and_then(Value::as_str).unwrap_or(""),
+        head.get("client_port").and_then(Value::as_u64).unwrap_or(0),
+        method,
+        head.get("url_path_query")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        head.get("http_version")
+            .and_then(Value::as_str)
+            .unwrap_or("1.1"),
+        status.as_u16()
+    );
+    let mut head = head;
+    head.remove("url_path_query");
+    head.insert("status_code".into(), Value::from(status.as_u16()));
+    let pending = PendingLine {
+        head,
+        message,
+        arrived,
+        response_start_s: response_start,
+        cpu_at_arrival,
+        log,
+    };
+    Ok(res.map_body(move |_, body| LoggedBody::new(body, pending)))
+}
+
+/// The standard access-log fields known when the request arrives, in the original's order.
+fn request_head(
+    req: &ServiceRequest,
+    cid: &str,
+    arrived_at: chrono::DateTime<chrono::Utc>,
+) -> Map<String, Value> {
+    let conn = req.connection_info();
+    let uri = req.uri();
+    let path_query = uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| uri.path().to_string());
+    let host = conn.host().to_string();
+    let scheme = conn.scheme().to_string();
+    // With a proxy in front (forwarded_allow_ips="*" in the original), the client is the first
+    // X-Forwarded-For address and the port is unknown.
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string());
+    let peer = req.peer_addr();
+    let (client_ip, client_port) = match forwarded {
+        Some(ip) => (ip, 0u16),
+        None => (
+            peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            peer.map(|p| p.port()).unwrap_or(0),
+        ),
+    };
+    let http_version = match req.version() {
+        actix_web::http::Version::HTTP_09 => "0.9",
+        actix_web::http::Version::HTTP_10 => "1.0",
+        actix_web::http::Version::HTTP_2 => "2",
+        actix_web::http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let duration_request = req
+        .headers()
+        .get("x-gitlab-rails-send-start")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|sent| arrived_at.timestamp_micros() as f64 / 1e6 - sent)
+        .unwrap_or(-1.0);
+
+    let mut m = Map::with_capacity(32);
+    m.insert(
+        "url".into(),
+        Value::String(format!("{scheme}://{host}{path_query}")),
+    );
+    m.insert("path".into(), Value::String(uri.path().to_string()));
+    m.insert("status_code".into(), Value::Null);
+    m.insert("method".into(), Value::String(req.method().to_string()));
+    m.insert("correlation_id".into(), Value::String(cid.to_string()));
+    m.insert("http_version".into(), Value::String(http_version.into()));
+    m.insert("client_ip".into(), Value::String(client_ip));
+    m.insert("client_port".into(), Value::from(client_port));
+    // Filled in when the body ends; inserted now to keep the original's field order.
+    m.insert("duration_s".into(), Value::Null);
+    m.insert("duration_request".into(), Value::from(duration_request));
+    m.insert(
+        "request_arrived_at".into(),
+        Value::String(arrived_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    );
+    for timing in [
+        "response_start_duration_s",
+        "first_chunk_duration_s",
+        "cpu_s",
+    ] {
+        m.insert(timing.into(), Value::Null);
+    }
+    m.insert("content_type".into(), header_str(req, "content-type"));
+    m.insert("user_agent".into(), header_str(req, "user-agent"));
+    for (field, name) in [
+        (
+            "gitlab_language_server_version",
+            "x-gitlab-language-server-version",
+        ),
+        ("gitlab_instance_id", "x-gitlab-instance-id"),
+        ("gitlab_global_user_id", "x-gitlab-global-user-id"),
+        ("gitlab_host_name", "x-gitlab-host-name"),
+        ("gitlab_version", "x-gitlab-version"),
+        (
+            "gitlab_saas_duo_pro_namespace_ids",
+            "x-gitlab-saas-duo-pro-namespace-ids",
+        ),
+        (
+            "gitlab_feature_enabled_by_namespace_ids",
+            "x-gitlab-feature-enabled-by-namespace-ids",
+        ),
+        ("gitlab_realm", "x-gitlab-realm"),
+        ("gitlab_duo_seat_count", "x-gitlab-duo-seat-count"),
+    ] {
+        m.insert(field.into(), header_str(req, name));
+    }
+    m.insert("url_path_query".into(), Value::String(path_query));
+    m
+}
+
+/// The authenticated user of a request, put there by [`edge`].
+pub fn user_of(req: &impl HttpMessage) -> Option<Arc<User>> {
+    req.extensions().get::<Arc<User>>().cloned()
+}

@@ -1,0 +1,64 @@
+//! The `ai-gateway` binary: parse flags, load settings, start the gateway.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ai_gateway::config::{read_config_file, Settings, Sources};
+use ai_gateway::{app, logging};
+use clap::Parser;
+
+/// GitLab AI Gateway, in Rust.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Start from the embedded development default: loopback, mock models, auth bypass,
+    /// human-readable logs. Environment variables still override it.
+    #[arg(long)]
+    dev: bool,
+    /// A TOML file with settings (the same tree as the AIGW_* variables).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Check the settings and exit (0 when valid, 2 otherwise).
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Exit code for invalid settings.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let toml_text = match &cli.config {
+        Some(path) => match read_config_file(path) {
+            Ok(text) => Some(text),
+            Err(e) => return bad_config(&e.to_string()),
+        },
+        None => None,
+    };
+    let path_text = cli.config.as_ref().map(|p| p.display().to_string());
+    let sources = Sources {
+        development: cli.dev,
+        toml: match (&path_text, &toml_text) {
+            (Some(p), Some(t)) => Some((p.as_str(), t.as_str())),
+            _ => None,
+        },
+    };
+    let settings = match Settings::load(&sources) {
+        Ok(settings) => settings,
+        Err(e) => return bad_config(&e.to_string()),
+    };
+    if cli.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let _log_guard = match logging::init(&settings) {
+        Ok(guard) => guard,
+        Err(e) => return bad_config(&format!("AIGW_LOGGING__TO_FILE: cannot open: {e}")),
+    };
+    actix_web::rt::System::new().block_on(app::run(settings))
+}
+
+fn bad_config(message: &str) -> ExitCode {
+    eprintln!("ai-gateway: configuration error: {message}");
+    ExitCode::from(EXIT_BAD_CONFIG)
+}

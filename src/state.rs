@@ -1,0 +1,24 @@
+//! What every request handler can read: settings, the authenticator, the actor handles.
+//!
+//! Built once at startup and shared (behind `web::Data`, an `Arc`) by every HTTP worker. Nothing
+//! in it is locked on the hot path: it is either immutable or a published snapshot.
+
+use std::sync::Arc;
+
+use ai_gateway_actors::request::RequestSpawner;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::readiness::Readiness;
+
+/// Shared state of the API.
+pub struct AppState {
+    /// The settings the process started with.
+    pub settings: Arc<Settings>,
+    /// Authentication of every request.
+    pub auth: Arc<Authenticator>,
+    /// Starts request actors.
+    pub requests: RequestSpawner,
+    /// Readiness checks.
+    pub readiness: Arc<Readiness>,
+}
