@@ -864,6 +864,24 @@ pub fn read_config_file(path: &Path) -> Result<String, ConfigError> {
         .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read: {e}")))
 }
 
+/// The Fireworks region for this deployment: the first configured region whose name is a prefix
+/// of `AIGW_GOOGLE_CLOUD_PLATFORM__LOCATION` (so `us-east4` picks `us`), else `us`, as the original.
+pub fn fireworks_region(settings: &Settings) -> Option<&FireworksEndpoint> {
+    let location = &settings.google_cloud_platform.location;
+    settings
+        .model_endpoints
+        .fireworks_regional_endpoints
+        .iter()
+        .find(|(region, _)| location.starts_with(region.as_str()))
+        .map(|(_, endpoint)| endpoint)
+        .or_else(|| {
+            settings
+                .model_endpoints
+                .fireworks_regional_endpoints
+                .get("us")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1027,22 +1045,4 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.setting, "x.toml");
     }
-}
-
-/// The Fireworks region for this deployment: the first configured region whose name is a prefix
-/// of `AIGW_GOOGLE_CLOUD_PLATFORM__LOCATION` (so `us-east4` picks `us`), else `us`, as the original.
-pub fn fireworks_region(settings: &Settings) -> Option<&FireworksEndpoint> {
-    let location = &settings.google_cloud_platform.location;
-    settings
-        .model_endpoints
-        .fireworks_regional_endpoints
-        .iter()
-        .find(|(region, _)| location.starts_with(region.as_str()))
-        .map(|(_, endpoint)| endpoint)
-        .or_else(|| {
-            settings
-                .model_endpoints
-                .fireworks_regional_endpoints
-                .get("us")
-        })
 }

@@ -21,6 +21,10 @@ struct Cli {
     /// Check the settings and exit (0 when valid, 2 otherwise).
     #[arg(long)]
     check_config: bool,
+    /// Probe `GET /monitoring/healthz` of the gateway these settings describe and exit 0 when
+    /// it answers 200 (for container HEALTHCHECKs, which then need no curl).
+    #[arg(long)]
+    healthcheck: bool,
 }
 
 /// Exit code for invalid settings.
@@ -47,6 +51,9 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return bad_config(&e.to_string()),
     };
+    if cli.healthcheck {
+        return healthcheck(&settings);
+    }
     if cli.check_config {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
@@ -56,6 +63,33 @@ fn main() -> ExitCode {
         Err(e) => return bad_config(&format!("AIGW_LOGGING__TO_FILE: cannot open: {e}")),
     };
     actix_web::rt::System::new().block_on(app::run(settings))
+}
+
+/// A plain HTTP/1.1 GET of the health check on loopback.
+fn healthcheck(settings: &Settings) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let host = match settings.fastapi.api_host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1",
+        other => other,
+    };
+    let probe = || -> std::io::Result<bool> {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, settings.fastapi.api_port))?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(
+            b"GET /monitoring/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
 }
 
 fn bad_config(message: &str) -> ExitCode {

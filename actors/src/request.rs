@@ -320,7 +320,12 @@ impl RequestSpawner {
         loop {
             let supervisor = current.borrow_and_update().clone();
             if let Some(supervisor) = supervisor {
-                if supervisor.get_status() == ractor::ActorStatus::Running {
+                // A supervisor that is starting can already take children; linking to one that
+                // is stopping fails, and then we wait for its successor.
+                if !matches!(
+                    supervisor.get_status(),
+                    ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+                ) {
                     let (tx, rx) = mpsc::channel(capacity.max(1));
                     let args = RequestArgs {
                         stream: make_call(),
@@ -342,15 +347,16 @@ impl RequestSpawner {
                     }
                 }
             }
-            match tokio::time::timeout_at(give_up, current.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => {
-                    return Err(match last_error {
-                        Some(e) => StartError::Spawn(e),
-                        None => StartError::NoSupervisor,
-                    })
-                }
+            if Instant::now() >= give_up {
+                return Err(match last_error {
+                    Some(e) => StartError::Spawn(e),
+                    None => StartError::NoSupervisor,
+                });
             }
+            // Wake on a new publication, or re-check the status shortly (a killed supervisor
+            // changes status without publishing).
+            let recheck = (Instant::now() + Duration::from_millis(5)).min(give_up);
+            let _ = tokio::time::timeout_at(recheck, current.changed()).await;
         }
     }
 

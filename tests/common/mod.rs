@@ -4,7 +4,7 @@
 //! port 0 for both listeners, waits for its `listening` log line and reads the bound addresses
 //! from it. Every log line the process writes is kept, so tests can assert on access-log
 //! records. The process is killed when the [`Gateway`] is dropped.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The project's whole test run, on a fresh Debian machine with Rust installed:
+# installs and starts what the tests need, then runs formatting, lint and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# System packages the tests use. Installed only when missing, so a warm machine skips apt.
+need_pkgs=()
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  say "installing ${need_pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# The OpenID provider the auth tests run against (npm oidc-provider, pinned by the lock file).
+if [ -f tests/oidc/package-lock.json ]; then
+  say "installing the OpenID provider (npm ci)"
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+fi
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Prometheus alerting rules and their unit tests.
+if compgen -G "config/prometheus/*.yml" >/dev/null; then
+  say "promtool check rules / test rules"
+  promtool check rules config/prometheus/*rules*.yml
+  if compgen -G "config/prometheus/tests/*.yml" >/dev/null; then
+    promtool test rules config/prometheus/tests/*.yml
+  fi
+fi
+
+say "cargo test"
+cargo test --workspace --locked
