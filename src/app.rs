@@ -7,10 +7,12 @@ use actix_web::web;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{Authenticator, BypassSettings, NoKeys};
+use crate::chaos::ChaosTargets;
 use crate::config::Settings;
+use crate::faults::Faults;
 use crate::readiness::Readiness;
 use crate::state::AppState;
-use crate::{http, logging, runtime, telemetry};
+use crate::{chaos, http, logging, runtime, telemetry};
 
 /// Exit code when startup fails after the settings were accepted (a port in use, ...).
 pub const EXIT_STARTUP_FAILED: u8 = 1;
@@ -53,8 +55,13 @@ pub async fn run(settings: Settings) -> ExitCode {
         auth: Arc::new(auth),
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
+        faults: chaos::active(&settings).then(Faults::default),
     });
-    let servers = match http::server::start(state, &settings) {
+    let targets = ChaosTargets {
+        root: tree.root.clone(),
+        requests: tree.requests.clone(),
+    };
+    let servers = match http::server::start(state, &settings, targets) {
         Ok(servers) => servers,
         Err(e) => {
             log(

@@ -103,6 +103,8 @@ pub struct Settings {
     pub models: Models,
     /// `AIGW_SUPERVISOR__*`: restart budget of the actor tree.
     pub supervisor: Supervision,
+    /// `AIGW_CHAOS__*`: fault injection (off by default).
+    pub chaos: Chaos,
 
     /// Variables outside the `AIGW_` prefix that the original also reads.
     #[serde(skip)]
@@ -369,6 +371,8 @@ pub struct Models {
     pub total_timeout_s: f64,
     /// Chunks buffered between a request actor and the client; a slow client slows the model.
     pub stream_buffer_chunks: usize,
+    /// Keep-alive comment interval of SSE streams, seconds (the original: 15).
+    pub sse_ping_interval_s: f64,
 }
 
 /// `AIGW_SUPERVISOR__*` (new): the restart budget of the actor tree.
@@ -383,6 +387,18 @@ pub struct Supervision {
     pub backoff_min_ms: u64,
     /// Largest restart delay, milliseconds.
     pub backoff_max_ms: u64,
+}
+
+/// `AIGW_CHAOS__*` (new): the fault-injection admin API on the metrics listener.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Chaos {
+    /// Serve the chaos API and wrap providers with fault injection.
+    pub enabled: bool,
+    /// Bearer token the chaos API requires.
+    pub token: String,
+    /// Allow chaos when `AIGW_ENVIRONMENT=production`.
+    pub allow_in_production: bool,
 }
 
 /// Variables without the `AIGW_` prefix.
@@ -433,6 +449,7 @@ impl Default for Settings {
             http: Http::default(),
             models: Models::default(),
             supervisor: Supervision::default(),
+            chaos: Chaos::default(),
             external: External::default(),
         }
     }
@@ -541,6 +558,7 @@ impl Default for Models {
             idle_timeout_s: 30.0,
             total_timeout_s: 600.0,
             stream_buffer_chunks: 16,
+            sse_ping_interval_s: 15.0,
         }
     }
 }
@@ -695,6 +713,10 @@ impl Settings {
         for (name, secs) in [
             ("AIGW_MODELS__IDLE_TIMEOUT_S", self.models.idle_timeout_s),
             ("AIGW_MODELS__TOTAL_TIMEOUT_S", self.models.total_timeout_s),
+            (
+                "AIGW_MODELS__SSE_PING_INTERVAL_S",
+                self.models.sse_ping_interval_s,
+            ),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
                 return Err(ConfigError::new(
@@ -702,6 +724,12 @@ impl Settings {
                     "must be a number of seconds greater than 0 and less than 86400",
                 ));
             }
+        }
+        if self.chaos.enabled && self.chaos.token.len() < 16 {
+            return Err(ConfigError::new(
+                "AIGW_CHAOS__TOKEN",
+                "must be set to at least 16 characters when AIGW_CHAOS__ENABLED is true",
+            ));
         }
         if self.models.stream_buffer_chunks == 0 {
             return Err(ConfigError::new(

@@ -8,8 +8,11 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod chaos;
 pub mod config;
+pub mod faults;
 pub mod http;
+pub mod inference;
 pub mod logging;
 pub mod models;
 pub mod pyjson;

@@ -9,6 +9,8 @@ use ai_gateway_actors::request::RequestSpawner;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::faults::Faults;
+use crate::models::ModelProvider;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
@@ -21,4 +23,16 @@ pub struct AppState {
     pub requests: RequestSpawner,
     /// Readiness checks.
     pub readiness: Arc<Readiness>,
+    /// Provider fault injection, when chaos is active.
+    pub faults: Option<Faults>,
+}
+
+impl AppState {
+    /// `provider` as calls should see it: wrapped with fault injection when chaos is active.
+    pub fn provider(&self, provider: Arc<dyn ModelProvider>) -> Arc<dyn ModelProvider> {
+        match &self.faults {
+            Some(faults) => faults.wrap(provider),
+            None => provider,
+        }
+    }
 }

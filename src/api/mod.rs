@@ -5,6 +5,7 @@
 //! `{"detail":"Not Found"}`, as FastAPI does (after authentication: see `http::edge`).
 
 pub mod monitoring;
+pub mod streaming;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};

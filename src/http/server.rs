@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 
 use super::edge::edge;
 use crate::api;
+use crate::chaos::{self, ChaosTargets};
 use crate::config::Settings;
 use crate::state::AppState;
 use crate::telemetry;
@@ -30,7 +31,11 @@ pub struct Servers {
 }
 
 /// Bind and start both servers.
-pub fn start(state: web::Data<AppState>, settings: &Settings) -> std::io::Result<Servers> {
+pub fn start(
+    state: web::Data<AppState>,
+    settings: &Settings,
+    chaos_targets: ChaosTargets,
+) -> std::io::Result<Servers> {
     let workers = match settings.http.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -57,9 +62,17 @@ pub fn start(state: web::Data<AppState>, settings: &Settings) -> std::io::Result
     let api_addrs = api.addrs();
     let api = api.run();
 
+    let chaos_settings = settings.clone();
+    let faults = state.faults.clone().unwrap_or_default();
     let metrics = HttpServer::new(move || {
+        let (settings, targets, faults) = (
+            chaos_settings.clone(),
+            chaos_targets.clone(),
+            faults.clone(),
+        );
         App::new()
             .app_data(state.clone())
+            .configure(move |cfg| chaos::configure(cfg, &settings, targets, faults))
             .default_service(web::get().to(metrics_endpoint))
     })
     .workers(1)
