@@ -4,7 +4,9 @@
 //! with another method answers 405 `{"detail":"Method Not Allowed"}` and an unknown path 404
 //! `{"detail":"Not Found"}`, as FastAPI does (after authentication: see `http::edge`).
 
+pub mod code;
 pub mod monitoring;
+pub mod schema;
 pub mod streaming;
 
 use actix_web::http::StatusCode;
@@ -15,6 +17,7 @@ use crate::http::error::ApiError;
 /// Register every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     monitoring::configure(cfg);
+    code::configure(cfg);
 }
 
 /// A resource that answers `method` at `path` with `handler` and 405 to other methods.

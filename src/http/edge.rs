@@ -133,6 +133,7 @@ pub async fn edge(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let log = RequestLog::default();
     req.extensions_mut().insert(log.clone());
+    req.extensions_mut().insert(Arrival(arrived));
     let span = tracing::info_span!("request", correlation_id = %cid);
 
     let head = request_head(&req, &cid, arrived_at);
@@ -336,6 +337,15 @@ fn request_head(
     }
     m.insert("url_path_query".into(), Value::String(path_query));
     m
+}
+
+/// When the request arrived, put in its extensions by [`edge`].
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub Instant);
+
+/// When `req` arrived, if it went through [`edge`].
+pub fn arrival_of(req: &impl HttpMessage) -> Option<Instant> {
+    req.extensions().get::<Arrival>().map(|a| a.0)
 }
 
 /// The authenticated user of a request, put there by [`edge`].

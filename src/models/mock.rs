@@ -62,6 +62,41 @@ pub fn echo(request: &ModelRequest) -> String {
     format!("echo: {}", pyjson::dumps(&body))
 }
 
+/// `re.split(r"(\s)", text)` without the empty pieces, produced lazily so that a long echo is
+/// never held twice.
+pub struct WhitespaceSplit {
+    text: String,
+    pos: usize,
+}
+
+impl WhitespaceSplit {
+    /// Split `text`.
+    pub fn new(text: String) -> Self {
+        Self { text, pos: 0 }
+    }
+}
+
+impl Iterator for WhitespaceSplit {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let rest = self.text.get(self.pos..)?;
+        let mut chars = rest.char_indices();
+        let (_, first) = chars.next()?;
+        let end = if first.is_whitespace() {
+            first.len_utf8()
+        } else {
+            rest.char_indices()
+                .find(|(_, c)| c.is_whitespace())
+                .map(|(i, _)| i)
+                .unwrap_or(rest.len())
+        };
+        let piece = rest.get(..end)?.to_string();
+        self.pos += end;
+        Some(piece)
+    }
+}
+
 /// `re.split(r"(\s)", text)` without the empty pieces.
 pub fn split_on_whitespace(text: &str) -> Vec<String> {
     let mut pieces = Vec::new();
@@ -93,16 +128,12 @@ impl ModelProvider for MockModel {
             output_tokens: 0,
         });
         if request.stream {
-            let pieces = split_on_whitespace(&text);
-            let count = pieces.len();
-            futures::stream::iter(pieces.into_iter().enumerate().map(move |(i, piece)| {
-                Ok(ModelChunk {
-                    text: piece,
-                    usage: if i + 1 == count { usage } else { None },
-                    ..ModelChunk::default()
-                })
-            }))
-            .boxed()
+            let pieces = WhitespaceSplit::new(text).map(|piece| Ok(ModelChunk::text(piece)));
+            let last = std::iter::once(Ok(ModelChunk {
+                usage,
+                ..ModelChunk::default()
+            }));
+            futures::stream::iter(pieces.chain(last)).boxed()
         } else {
             futures::stream::iter([Ok(ModelChunk {
                 text,
@@ -147,6 +178,10 @@ mod tests {
         );
         let pieces = split_on_whitespace(&text);
         assert_eq!(pieces.concat(), text, "pieces reassemble the echo");
+        assert_eq!(
+            WhitespaceSplit::new(text.clone()).collect::<Vec<_>>(),
+            pieces
+        );
         assert_eq!(&pieces[..3], &["echo:", " ", "{\"messages\":"]);
         assert!(pieces.contains(&" ".to_string()));
         assert!(pieces.iter().all(|p| !p.is_empty()));

@@ -1,0 +1,1060 @@
+//! Code Suggestions: `/v2/code/completions` (and the legacy `/v2/completions`),
+//! `/v2/code/generations`, `/v3/code/completions` and `/v4/code/suggestions`.
+//!
+//! Each handler follows the original's order: parse and validate the body (422, with pydantic's
+//! error objects), authorize the unit primitive (403), pick the model by `model_provider`
+//! (spec 3.1–3.3), build the prompt (spec 5), run the call in a request actor, post-process a
+//! whole answer (spec 5.5; streams are never post-processed), and answer in the endpoint's
+//! shape: the v2 JSON, the v3/v4 JSON, raw text streams, or v4's SSE.
+//!
+//! Where the original crashes with a 500 on a bad combination of fields (a `code_context` as the
+//! first v3 component, an Anthropic completion without a message list), this gateway answers a
+//! 422 that says what is wrong; `docs/compatibility.md` lists them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::schema::code::{
+    parse_code_completions, parse_code_generations, CodeSuggestionsRequest,
+    ModelProvider as Provider, Prompt as ReqPrompt,
+};
+use super::schema::components::{parse_completion_request, PromptComponent};
+use super::schema::parse_body;
+use super::streaming;
+use crate::code_suggestions::language::{file_extension, Language};
+use crate::code_suggestions::language_server::supports_advanced_context;
+use crate::code_suggestions::{post, prompt as builder, tokens};
+use crate::http::access_log::RequestLog;
+use crate::http::body::Body;
+use crate::http::edge::{arrival_of, user_of};
+use crate::http::error::ApiError;
+use crate::inference::{CallFailure, ModelCall};
+use crate::models::{mock, Message, ModelProvider, ModelRequest, Prompt, Usage};
+use crate::state::AppState;
+use crate::telemetry;
+
+/// Register the code-suggestion routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::route(
+        "/v2/code/completions",
+        Method::POST,
+        v2_completions,
+    ))
+    .service(super::route(
+        "/v2/completions",
+        Method::POST,
+        v2_completions,
+    ))
+    .service(super::route(
+        "/v2/code/generations",
+        Method::POST,
+        v2_generations,
+    ))
+    .service(super::route(
+        "/v3/code/completions",
+        Method::POST,
+        v3_completions,
+    ))
+    .service(super::route(
+        "/v4/code/suggestions",
+        Method::POST,
+        v4_suggestions,
+    ));
+}
+
+const FEATURE: &str = "code_suggestions";
+/// code-gecko's input limit, tokens.
+const GECKO_INPUT_LIMIT: usize = 2048;
+/// code-bison's input limit, tokens.
+const BISON_INPUT_LIMIT: usize = 4096;
+/// Vertex returns at most this many candidates.
+const MAX_CANDIDATES: i64 = 4;
+/// Vertex candidates scored at or below this are discarded.
+const MIN_SCORE: f64 = -10.0;
+
+/// Which model serves a request, before credentials and endpoints are resolved.
+#[derive(Debug, Clone, PartialEq)]
+enum Target {
+    /// Vertex `code-gecko@002` legacy completions.
+    VertexGecko,
+    /// Vertex `code-bison@002` generations.
+    VertexBison,
+    /// Anthropic Messages API.
+    AnthropicChat(String),
+    /// Anthropic legacy text completions.
+    AnthropicText(String),
+    /// An OpenAI-compatible (LiteLLM-style) model.
+    Custom {
+        kind: CustomKind,
+        provider: Provider,
+        name: String,
+        endpoint: Option<String>,
+        api_key: Option<String>,
+        identifier: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CustomKind {
+    Text,
+    Chat,
+}
+
+impl Target {
+    /// The engine and model name as the original reports them for a real call.
+    fn labels(&self) -> (&'static str, String) {
+        match self {
+            Target::VertexGecko => ("vertex-ai", "code-gecko@002".into()),
+            Target::VertexBison => ("vertex-ai", "code-bison@002".into()),
+            Target::AnthropicChat(m) | Target::AnthropicText(m) => ("anthropic", m.clone()),
+            Target::Custom { name, .. } => ("litellm", name.clone()),
+        }
+    }
+
+    fn is_chat(&self) -> bool {
+        matches!(
+            self,
+            Target::AnthropicChat(_)
+                | Target::Custom {
+                    kind: CustomKind::Chat,
+                    ..
+                }
+        ) || matches!(self, Target::Custom { .. })
+    }
+}
+
+/// The model that answers `target` (the mock in mock mode), with fault injection when active.
+fn provider_for(state: &AppState, target: &Target) -> Result<Arc<dyn ModelProvider>, ApiError> {
+    let settings = &state.settings;
+    if let Target::Custom {
+        endpoint, api_key, ..
+    } = target
+    {
+        if (endpoint.is_some() || api_key.is_some()) && !settings.custom_models.enabled {
+            return Err(ApiError::detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "specifying custom models endpoint is disabled",
+            ));
+        }
+    }
+    if settings.mock_model_responses {
+        let model: Arc<dyn ModelProvider> = if target.is_chat() {
+            Arc::new(mock::chat_model())
+        } else {
+            Arc::new(mock::text_model())
+        };
+        return Ok(state.provider(model));
+    }
+    let (engine, name) = target.labels();
+    tracing::warn!(target: "api.code", engine, model = %name, "no provider is configured for this model");
+    Err(ApiError::inference_failed())
+}
+
+/// What to do with a whole answer's text.
+#[derive(Debug, Clone)]
+enum Post {
+    /// Nothing (Anthropic and custom completions).
+    None,
+    /// The legacy Vertex completion chain; the client's content above the cursor.
+    VertexCompletion(String),
+    /// The generations chain; the client's content above the cursor.
+    Generation(String),
+    /// Anthropic generations: whitespace-only becomes empty.
+    AnthropicGeneration,
+}
+
+/// A planned model call.
+struct Plan {
+    target: Target,
+    request: ModelRequest,
+    lang: &'static str,
+    post: Post,
+    tokens: Option<builder::PromptTokens>,
+    experiments: Vec<Value>,
+    /// The original answers an empty prefix to code-gecko with an empty result, without a call.
+    skip_call: bool,
+    /// Whether the client asked for a stream and the model path streams.
+    stream: bool,
+}
+
+fn validation(errors: Vec<Value>) -> ApiError {
+    ApiError::Validation(errors)
+}
+
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+/// Authorize `unit_primitive`, refusing the gateway's own tokens where `self_signed_refused`.
+fn authorize(
+    req: &HttpRequest,
+    state: &AppState,
+    unit_primitive: &str,
+    self_signed_refused: bool,
+    detail: &str,
+) -> Result<(), ApiError> {
+    let user =
+        user_of(req).ok_or_else(|| ApiError::Unauthorized("Forbidden by auth provider".into()))?;
+    let service = state.settings.external.service_name.as_str();
+    let disallowed: &[&str] = if self_signed_refused { &[service] } else { &[] };
+    if user.can(unit_primitive, disallowed) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(detail))
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn record_language(file_name: &str, editor: Option<&str>, language: Option<Language>) {
+    const KNOWN_EXT: &[&str] = &[
+        "c", "h", "cpp", "hpp", "c++", "h++", "cc", "hh", "C", "H", "cs", "go", "java", "js",
+        "jsx", "php", "php3", "php4", "php5", "phps", "phpt", "py", "rb", "rs", "scala", "ts",
+        "tsx", "kts", "kt",
+    ];
+    let ext = file_extension(file_name);
+    let ext = if KNOWN_EXT.contains(&ext) {
+        ext
+    } else {
+        "other"
+    };
+    let editor = editor
+        .and_then(Language::from_editor_language)
+        .map(|_| editor.unwrap_or(""))
+        .unwrap_or("other");
+    metrics::counter!(
+        "code_suggestions_prompt_language_total",
+        "lang" => language.map(|l| l.lang_label()).unwrap_or(""),
+        "extension" => ext.to_string(),
+        "editor_lang" => editor.to_string(),
+    )
+    .increment(1);
+}
+
+fn record_prompt_size(engine: &str, name: &str, component: &'static str, text: &str) {
+    let name = telemetry::model_label(name).to_string();
+    metrics::histogram!(
+        "code_suggestions_inference_prompt_size_bytes",
+        "model_engine" => engine.to_string(), "model_name" => name.clone(), "component" => component,
+    )
+    .record(text.chars().count() as f64);
+    metrics::histogram!(
+        "code_suggestions_inference_prompt_size_tokens",
+        "model_engine" => engine.to_string(), "model_name" => name, "component" => component,
+    )
+    .record(tokens::count(text) as f64);
+}
+
+/// Request telemetry only feeds counters (labels bounded: unknown values fold into `other`).
+fn record_telemetry(request: &CodeSuggestionsRequest, engine: &str, name: &str) {
+    const LANGS: &[&str] = &[
+        "c", "cpp", "csharp", "go", "java", "js", "php", "python", "ruby", "rust", "scala", "ts",
+        "kotlin", "",
+    ];
+    const ENGINES: &[&str] = &[
+        "vertex-ai",
+        "anthropic",
+        "litellm",
+        "agent",
+        "fireworks_ai",
+        "codestral",
+    ];
+    for t in &request.telemetry {
+        let engine = t.model_engine.as_deref().unwrap_or(engine);
+        let engine = if ENGINES.contains(&engine) {
+            engine
+        } else {
+            "other"
+        };
+        let model = telemetry::model_label(t.model_name.as_deref().unwrap_or(name));
+        let lang = t.lang.as_deref().unwrap_or("");
+        let lang = if LANGS.contains(&lang) { lang } else { "other" };
+        let experiments = t.experiments.clone().unwrap_or_default();
+        let names = experiments
+            .iter()
+            .map(|e| {
+                if e.name == "exp_truncate_suffix" {
+                    e.name.as_str()
+                } else {
+                    "other"
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let variants = experiments
+            .iter()
+            .map(|e| e.variant.clamp(0, 9).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let labels = [
+            ("model_engine", engine.to_string()),
+            ("model_name", model.to_string()),
+            ("lang", lang.to_string()),
+            ("exp_names", names),
+            ("exp_variants", variants),
+        ];
+        metrics::counter!("code_suggestions_requests_total", &labels)
+            .increment(t.requests.max(0) as u64);
+        metrics::counter!("code_suggestions_accepts_total", &labels)
+            .increment(t.accepts.max(0) as u64);
+        metrics::counter!("code_suggestions_errors_total", &labels)
+            .increment(t.errors.max(0) as u64);
+    }
+}
+
+fn messages_of(prompt: &[super::schema::code::Message]) -> Vec<Message> {
+    prompt
+        .iter()
+        .map(|m| Message::new(m.role.as_str(), m.content.clone()))
+        .collect()
+}
+
+fn message_tokens(messages: &[Message]) -> usize {
+    messages.iter().map(|m| tokens::count(&m.content)).sum()
+}
+
+fn code_context_of(req: &HttpRequest, items: &[String]) -> Vec<String> {
+    if supports_advanced_context(header(req, "x-gitlab-language-server-version")) {
+        items.to_vec()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The legacy Vertex code-gecko completion (spec 5.3).
+fn plan_vertex_completion(
+    file_name: &str,
+    language: Option<Language>,
+    above: &str,
+    below: &str,
+    choices_count: i64,
+    context: &[String],
+) -> Plan {
+    let built = builder::build_legacy_completion_prompt(
+        above,
+        below,
+        file_name,
+        language,
+        context,
+        GECKO_INPUT_LIMIT,
+    );
+    let mut request = ModelRequest::new(
+        Prompt::Text {
+            prefix: built.prefix.clone(),
+            suffix: Some(built.suffix.clone()),
+        },
+        false,
+    );
+    if choices_count > 0 {
+        let n = choices_count.min(MAX_CANDIDATES);
+        request.params.candidate_count = Some(n as u32);
+        request.extra.insert("candidate_count".into(), json!(n));
+    }
+    request.params.max_tokens = Some(64);
+    request.params.temperature = Some(0.2);
+    request.params.top_p = Some(0.95);
+    request.params.top_k = Some(40);
+    request.params.stop = vec!["\n\n".into()];
+    Plan {
+        target: Target::VertexGecko,
+        request,
+        lang: language.map(|l| l.lang_label()).unwrap_or(""),
+        post: Post::VertexCompletion(above.to_string()),
+        tokens: Some(built.tokens),
+        experiments: built
+            .experiments
+            .iter()
+            .map(|e| json!({"name": e.name, "variant": e.variant}))
+            .collect(),
+        skip_call: above.is_empty(),
+        stream: false,
+    }
+}
+
+fn anthropic_model_name(name: Option<&str>) -> Result<String, ApiError> {
+    name.filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| unprocessable("model_name is required when model_provider is anthropic"))
+}
+
+/// `/v2/code/completions` routing (spec 3.1).
+fn plan_v2_completion(req: &HttpRequest, body: &CodeSuggestionsRequest) -> Result<Plan, ApiError> {
+    let file = &body.current_file;
+    let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
+    let lang = language.map(|l| l.lang_label()).unwrap_or("");
+    let stream = body.stream.unwrap_or(false);
+    let context: Vec<String> = body.context.iter().map(|c| c.content.clone()).collect();
+    match body.model_provider {
+        None | Some(Provider::VertexAi) => Ok(plan_vertex_completion(
+            &file.file_name,
+            language,
+            &file.content_above_cursor,
+            &file.content_below_cursor,
+            body.choices_count.unwrap_or(0),
+            &code_context_of(req, &context),
+        )),
+        Some(Provider::Anthropic) => {
+            let model = anthropic_model_name(body.model_name.as_deref())?;
+            let Some(ReqPrompt::Messages(messages)) = &body.prompt else {
+                return Err(unprocessable(
+                    "anthropic code completions need prompt_version 3 with a list of messages in prompt",
+                ));
+            };
+            let messages = messages_of(messages);
+            let input_tokens = message_tokens(&messages);
+            let mut request = ModelRequest::new(Prompt::Chat(messages), stream);
+            request.params.max_tokens = Some(4096);
+            request.params.temperature = Some(0.2);
+            Ok(Plan {
+                target: Target::AnthropicChat(model),
+                request,
+                lang,
+                post: Post::None,
+                tokens: Some(builder::PromptTokens {
+                    input_tokens,
+                    ..Default::default()
+                }),
+                experiments: Vec::new(),
+                skip_call: false,
+                stream,
+            })
+        }
+        Some(provider @ (Provider::Litellm | Provider::Codestral | Provider::FireworksAi)) => {
+            let fireworks = provider == Provider::FireworksAi;
+            let name = if fireworks {
+                "qwen2p5-coder-7b".to_string()
+            } else {
+                body.model_name.clone().unwrap_or_default()
+            };
+            let limit = match name.as_str() {
+                "codegemma" => 8_192,
+                "codellama" => 16_384,
+                _ => 32_768,
+            };
+            let percent = if fireworks {
+                builder::FIREWORKS_CONTEXT_MAX_PERCENT
+            } else {
+                builder::DEFAULT_CONTEXT_MAX_PERCENT
+            };
+            let (prompt, prompt_tokens) = match &body.prompt {
+                Some(ReqPrompt::Text(text)) => {
+                    let n = builder::check_raw_prompt(text, limit)
+                        .map_err(|e| unprocessable(e.to_string()))?;
+                    (
+                        Prompt::Text {
+                            prefix: text.clone(),
+                            suffix: None,
+                        },
+                        builder::PromptTokens {
+                            input_tokens: n,
+                            ..Default::default()
+                        },
+                    )
+                }
+                _ => {
+                    let built = builder::build_prefix_based_prompt(
+                        &file.content_above_cursor,
+                        &file.content_below_cursor,
+                        &context,
+                        limit,
+                        percent,
+                    );
+                    let prompt = if fireworks {
+                        Prompt::Chat(vec![Message::new(
+                            "user",
+                            format!(
+                                "<|fim_prefix|>{}<|fim_suffix|>{}<|fim_middle|>",
+                                built.prefix, built.suffix
+                            ),
+                        )])
+                    } else {
+                        Prompt::Text {
+                            prefix: built.prefix,
+                            suffix: Some(built.suffix),
+                        }
+                    };
+                    (prompt, built.tokens)
+                }
+            };
+            let mut request = ModelRequest::new(prompt, stream);
+            request.params.max_tokens = Some(if fireworks { 64 } else { 16 });
+            request.params.temperature = Some(0.95);
+            request.params.top_p = Some(0.95);
+            Ok(Plan {
+                target: Target::Custom {
+                    kind: CustomKind::Text,
+                    provider,
+                    name,
+                    endpoint: body.model_endpoint.clone(),
+                    api_key: body.model_api_key.clone(),
+                    identifier: body.model_identifier.clone(),
+                },
+                request,
+                lang,
+                post: Post::None,
+                tokens: Some(prompt_tokens),
+                experiments: Vec::new(),
+                skip_call: false,
+                stream,
+            })
+        }
+    }
+}
+
+/// `/v2/code/generations` routing (spec 3.2).
+fn plan_v2_generation(body: &CodeSuggestionsRequest) -> Result<Plan, ApiError> {
+    let file = &body.current_file;
+    let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
+    let lang = language.map(|l| l.lang_label()).unwrap_or("");
+    let stream = body.stream.unwrap_or(false);
+    if body.prompt_id.is_some() {
+        return Err(unprocessable(
+            "prompt_id generations need the prompt registry, which this gateway does not serve yet",
+        ));
+    }
+    // The prompt: the client's (v2 text, v3 messages) or the built v1 prompt.
+    let built_text = |limit: usize| -> Result<String, ApiError> {
+        match &body.prompt {
+            Some(ReqPrompt::Text(text)) => {
+                builder::check_raw_prompt(text, limit).map_err(|e| unprocessable(e.to_string()))?;
+                Ok(text.clone())
+            }
+            _ => builder::build_generations_prompt(
+                &file.content_above_cursor,
+                &file.file_name,
+                language,
+                limit,
+            )
+            .map(|p| p.prompt)
+            .map_err(|e| unprocessable(e.to_string())),
+        }
+    };
+    let (target, prompt, post) = match body.model_provider {
+        Some(Provider::Anthropic) => match &body.prompt {
+            Some(ReqPrompt::Messages(messages)) if body.prompt_version == 3 => (
+                Target::AnthropicChat(anthropic_model_name(body.model_name.as_deref())?),
+                Prompt::Chat(messages_of(messages)),
+                Post::AnthropicGeneration,
+            ),
+            _ => (
+                Target::AnthropicText(
+                    body.model_name
+                        .clone()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| "claude-2.0".into()),
+                ),
+                Prompt::Text {
+                    prefix: built_text(100_000)?,
+                    suffix: None,
+                },
+                Post::AnthropicGeneration,
+            ),
+        },
+        Some(Provider::Litellm) => {
+            let content = match &body.prompt {
+                Some(ReqPrompt::Messages(messages)) => Prompt::Chat(messages_of(messages)),
+                _ => Prompt::Chat(vec![Message::new("user", built_text(32_768)?)]),
+            };
+            (
+                Target::Custom {
+                    kind: CustomKind::Chat,
+                    provider: Provider::Litellm,
+                    name: body.model_name.clone().unwrap_or_default(),
+                    endpoint: body.model_endpoint.clone(),
+                    api_key: body.model_api_key.clone(),
+                    identifier: body.model_identifier.clone(),
+                },
+                content,
+                Post::Generation(file.content_above_cursor.clone()),
+            )
+        }
+        // Everything else, codestral and fireworks included, falls back to code-bison (as the
+        // original does).
+        _ => (
+            Target::VertexBison,
+            Prompt::Text {
+                prefix: built_text(BISON_INPUT_LIMIT)?,
+                suffix: None,
+            },
+            Post::Generation(file.content_above_cursor.clone()),
+        ),
+    };
+    let mut request = ModelRequest::new(prompt, stream);
+    match &target {
+        Target::AnthropicChat(_) => {
+            request.params.stop = vec!["</new_code>".into()];
+            request.params.max_tokens = Some(4096);
+        }
+        Target::AnthropicText(_) => {
+            request.params.stop = vec!["</new_code>".into(), "\n\nHuman:".into()];
+            request.params.max_tokens = Some(2048);
+        }
+        _ => request.params.max_tokens = Some(2048),
+    }
+    request.params.temperature = Some(0.2);
+    Ok(Plan {
+        target,
+        request,
+        lang,
+        post,
+        tokens: None,
+        experiments: Vec::new(),
+        skip_call: false,
+        stream,
+    })
+}
+
+/// The outcome of a planned call, ready to be rendered.
+enum Outcome {
+    Whole {
+        engine: String,
+        name: String,
+        texts: Vec<String>,
+        usage: Option<Usage>,
+        waited: Duration,
+    },
+    Stream {
+        engine: String,
+        name: String,
+        call: ModelCall,
+    },
+}
+
+fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
+    log.set("model_exception_message", failure.describe());
+    if let CallFailure::Model(e) = failure {
+        if let Some(status) = e.status() {
+            log.set("model_exception_status_code", status);
+        }
+    }
+    match failure.retry_after() {
+        Some(after) => ApiError::DetailWithHeaders(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Inference failed".into(),
+            vec![("retry-after".into(), after.as_secs().max(1).to_string())],
+        ),
+        None => ApiError::inference_failed(),
+    }
+}
+
+async fn execute(state: &AppState, plan: &mut Plan, log: &RequestLog) -> Result<Outcome, ApiError> {
+    let provider = provider_for(state, &plan.target)?;
+    let meta = provider.metadata().clone();
+    log.set("model_engine", meta.engine.as_str());
+    log.set("model_name", meta.name.as_str());
+    log.set("lang", plan.lang);
+    metrics::counter!(
+        "code_suggestions_inference_requests_total",
+        "model_engine" => meta.engine.clone(),
+        "model_name" => telemetry::model_label(&meta.name).to_string(),
+    )
+    .increment(1);
+    match &plan.request.prompt {
+        Prompt::Text { prefix, suffix } => {
+            log.set("prompt_length", prefix.chars().count());
+            log.set("prompt_length_stripped", prefix.trim().chars().count());
+            record_prompt_size(&meta.engine, &meta.name, "prefix", prefix);
+            if let Some(suffix) = suffix {
+                log.set("suffix_length", suffix.chars().count());
+                record_prompt_size(&meta.engine, &meta.name, "suffix", suffix);
+            }
+        }
+        Prompt::Chat(messages) => {
+            let length: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+            log.set("prompt_length", length);
+        }
+    }
+    if plan.skip_call {
+        return Ok(Outcome::Whole {
+            engine: meta.engine,
+            name: meta.name,
+            texts: Vec::new(),
+            usage: None,
+            waited: Duration::ZERO,
+        });
+    }
+    plan.request.stream = plan.stream;
+    let started = Instant::now();
+    let call = ModelCall::start(state, provider, plan.request.clone(), FEATURE)
+        .await
+        .map_err(|f| failure_response(&f, log))?;
+    if plan.stream {
+        return Ok(Outcome::Stream {
+            engine: meta.engine,
+            name: meta.name,
+            call,
+        });
+    }
+    let answer = call
+        .collect()
+        .await
+        .map_err(|f| failure_response(&f, log))?;
+    log.set("inference_duration_s", started.elapsed().as_secs_f64());
+    let excluded = &state.settings.f.code_suggestions.excl_post_proc;
+    let texts = answer
+        .texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let score = answer.scores.get(i).copied().flatten();
+            if matches!(plan.post, Post::VertexCompletion(_))
+                && score.is_some_and(|s| s <= MIN_SCORE)
+            {
+                log.set("discarded", true);
+                return String::new();
+            }
+            match &plan.post {
+                Post::None => text.clone(),
+                Post::VertexCompletion(prefix) => {
+                    post::post_process_vertex_completion(prefix, text, excluded)
+                }
+                Post::Generation(prefix) => post::post_process_generation(prefix, text),
+                Post::AnthropicGeneration => post::post_process_anthropic_generation(text),
+            }
+        })
+        .collect::<Vec<_>>();
+    if let Some(first) = texts.first() {
+        log.set("model_output_length", first.chars().count());
+        log.set("model_output_length_stripped", first.trim().chars().count());
+    }
+    Ok(Outcome::Whole {
+        engine: meta.engine,
+        name: meta.name,
+        texts,
+        usage: answer.usage,
+        waited: answer.waited,
+    })
+}
+
+fn choices(texts: &[String], at_most: usize) -> Vec<Value> {
+    texts
+        .iter()
+        .filter(|t| !t.is_empty())
+        .take(at_most)
+        .map(|t| json!({"text": t, "index": 0, "finish_reason": "length"}))
+        .collect()
+}
+
+fn now_epoch() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Record `gateway_overhead_seconds` and build a response carrying `x-gateway-overhead-ms`.
+fn response_with_overhead(req: &HttpRequest, waited: Duration) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    if let Some(arrived) = arrival_of(req) {
+        let overhead = arrived.elapsed().saturating_sub(waited);
+        metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
+        builder.insert_header((
+            "x-gateway-overhead-ms",
+            format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+        ));
+    }
+    builder
+}
+
+fn json_response(mut builder: actix_web::HttpResponseBuilder, body: &Value) -> HttpResponse {
+    builder
+        .content_type("application/json")
+        .body(serde_json::to_string(body).unwrap_or_default())
+}
+
+/// The v2 JSON (spec 3.1): `id, model{engine,name,lang,tokens_consumption_metadata}, experiments,
+/// object, created, choices`.
+async fn v2_respond(
+    req: &HttpRequest,
+    state: &AppState,
+    mut plan: Plan,
+    generations: bool,
+) -> Result<HttpResponse, ApiError> {
+    let log = RequestLog::of(req);
+    match execute(state, &mut plan, &log).await? {
+        Outcome::Stream { call, .. } => {
+            let builder = response_with_overhead(req, call.waited_for_first);
+            Ok(streaming::raw_text(builder, call.into_events()))
+        }
+        Outcome::Whole {
+            engine,
+            name,
+            texts,
+            usage,
+            waited,
+        } => {
+            let tokens = if generations {
+                Value::Null
+            } else {
+                let t = plan.tokens.unwrap_or_default();
+                json!({
+                    "input_tokens": t.input_tokens,
+                    "output_tokens": usage.map(|u| u.output_tokens).unwrap_or(0),
+                    "context_tokens_sent": t.context_tokens_sent,
+                    "context_tokens_used": t.context_tokens_used,
+                })
+            };
+            let body = json!({
+                "id": "id",
+                "model": {"engine": engine, "name": name, "lang": plan.lang, "tokens_consumption_metadata": tokens},
+                "experiments": plan.experiments,
+                "object": "text_completion",
+                "created": now_epoch(),
+                "choices": choices(&texts, if generations { 1 } else { usize::MAX }),
+            });
+            Ok(json_response(response_with_overhead(req, waited), &body))
+        }
+    }
+}
+
+async fn v2_completions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let value = parse_body(&body.0).map_err(validation)?;
+    let request = parse_code_completions(&value).map_err(validation)?;
+    authorize(
+        &req,
+        &state,
+        "complete_code",
+        false,
+        "Unauthorized to access code completions",
+    )?;
+    let file = &request.current_file;
+    let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
+    record_language(
+        &file.file_name,
+        file.language_identifier.as_deref(),
+        language,
+    );
+    RequestLog::of(&req).set(
+        "editor_lang",
+        file.language_identifier.clone().unwrap_or_default(),
+    );
+    let plan = plan_v2_completion(&req, &request)?;
+    let (engine, name) = plan.target.labels();
+    record_telemetry(&request, engine, &name);
+    v2_respond(&req, &state, plan, false).await
+}
+
+async fn v2_generations(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let value = parse_body(&body.0).map_err(validation)?;
+    let request = parse_code_generations(&value).map_err(validation)?;
+    authorize(
+        &req,
+        &state,
+        "generate_code",
+        true,
+        "Unauthorized to access code generations",
+    )?;
+    let plan = plan_v2_generation(&request)?;
+    let (engine, name) = plan.target.labels();
+    record_telemetry(&request, engine, &name);
+    v2_respond(&req, &state, plan, true).await
+}
+
+/// Plan the action of a v3/v4 body: its first component decides (spec 3.3).
+fn plan_components(req: &HttpRequest, components: &[PromptComponent]) -> Result<Plan, ApiError> {
+    let context: Vec<String> =
+        if supports_advanced_context(header(req, "x-gitlab-language-server-version")) {
+            components
+                .iter()
+                .filter_map(|c| match c {
+                    PromptComponent::CodeContext(c) => Some(c.payload.content.clone()),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+    match components.first() {
+        Some(PromptComponent::CodeEditorCompletion(c)) => {
+            let p = &c.payload;
+            let language = Language::detect(&p.file_name, p.language_identifier.as_deref());
+            record_language(&p.file_name, p.language_identifier.as_deref(), language);
+            let stream = p.stream.unwrap_or(false);
+            match p.model_provider {
+                Some(Provider::Anthropic) => {
+                    let model = anthropic_model_name(p.model_name.as_deref())?;
+                    let messages = match &p.prompt {
+                        Some(ReqPrompt::Messages(messages)) => messages_of(messages),
+                        Some(ReqPrompt::Text(text)) => vec![Message::new("user", text.clone())],
+                        None => vec![Message::new(
+                            "user",
+                            format!("{}<cursor>{}", p.content_above_cursor, p.content_below_cursor),
+                        )],
+                    };
+                    let mut request = ModelRequest::new(Prompt::Chat(messages), stream);
+                    request.params.max_tokens = Some(4096);
+                    request.params.temperature = Some(0.2);
+                    Ok(Plan {
+                        target: Target::AnthropicChat(model),
+                        request,
+                        lang: language.map(|l| l.lang_label()).unwrap_or(""),
+                        post: Post::None,
+                        tokens: None,
+                        experiments: Vec::new(),
+                        skip_call: false,
+                        stream,
+                    })
+                }
+                _ => {
+                    let mut plan = plan_vertex_completion(
+                        &p.file_name,
+                        language,
+                        &p.content_above_cursor,
+                        &p.content_below_cursor,
+                        p.choices_count.unwrap_or(0),
+                        &context,
+                    );
+                    // Vertex legacy completions do not stream; the answer comes whole.
+                    plan.stream = false;
+                    Ok(plan)
+                }
+            }
+        }
+        Some(PromptComponent::CodeEditorGeneration(g)) => {
+            let p = &g.payload;
+            let language = Language::detect(&p.file_name, p.language_identifier.as_deref());
+            record_language(&p.file_name, p.language_identifier.as_deref(), language);
+            if p.prompt_id.is_some() {
+                return Err(unprocessable(
+                    "prompt_id generations need the prompt registry, which this gateway does not serve yet",
+                ));
+            }
+            let stream = p.stream.unwrap_or(false);
+            let (limit, target, post) = match p.model_provider {
+                Some(Provider::Anthropic) => (
+                    100_000,
+                    Target::AnthropicText("claude-2.0".into()),
+                    Post::AnthropicGeneration,
+                ),
+                _ => (
+                    BISON_INPUT_LIMIT,
+                    Target::VertexBison,
+                    Post::Generation(p.content_above_cursor.clone()),
+                ),
+            };
+            let text = match &p.prompt {
+                Some(text) => {
+                    builder::check_raw_prompt(text, limit).map_err(|e| unprocessable(e.to_string()))?;
+                    text.clone()
+                }
+                None => builder::build_generations_prompt(&p.content_above_cursor, &p.file_name, language, limit)
+                    .map(|b| b.prompt)
+                    .map_err(|e| unprocessable(e.to_string()))?,
+            };
+            let mut request = ModelRequest::new(
+                Prompt::Text {
+                    prefix: text,
+                    suffix: None,
+                },
+                stream,
+            );
+            request.params.max_tokens = Some(2048);
+            request.params.temperature = Some(0.2);
+            if matches!(target, Target::AnthropicText(_)) {
+                request.params.stop = vec!["</new_code>".into(), "\n\nHuman:".into()];
+            }
+            Ok(Plan {
+                target,
+                request,
+                lang: language.map(|l| l.lang_label()).unwrap_or(""),
+                post,
+                tokens: None,
+                experiments: Vec::new(),
+                skip_call: false,
+                stream,
+            })
+        }
+        _ => Err(unprocessable(
+            "the first prompt component must be of type code_editor_completion or code_editor_generation",
+        )),
+    }
+}
+
+/// v3 and v4 share everything but the streaming framing.
+async fn components_endpoint(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Body,
+    sse: bool,
+) -> Result<HttpResponse, ApiError> {
+    let value = parse_body(&body.0).map_err(validation)?;
+    let request = parse_completion_request(&value).map_err(validation)?;
+    authorize(
+        &req,
+        &state,
+        "complete_code",
+        true,
+        "Unauthorized to access code suggestions",
+    )?;
+    let mut plan = plan_components(&req, &request.prompt_components)?;
+    let log = RequestLog::of(&req);
+    let lang = plan.lang;
+    match execute(&state, &mut plan, &log).await? {
+        Outcome::Stream { engine, name, call } => {
+            let builder = response_with_overhead(&req, call.waited_for_first);
+            if sse {
+                let start = json!({"metadata": {"model": {"engine": engine, "name": name}, "timestamp": now_epoch()}});
+                let ping = Duration::from_secs_f64(state.settings.models.sse_ping_interval_s);
+                Ok(streaming::sse(
+                    builder,
+                    start,
+                    Box::pin(call.into_events()),
+                    ping,
+                ))
+            } else {
+                Ok(streaming::raw_text(builder, call.into_events()))
+            }
+        }
+        Outcome::Whole {
+            engine,
+            name,
+            texts,
+            waited,
+            ..
+        } => {
+            let at_most = if matches!(plan.post, Post::VertexCompletion(_)) {
+                usize::MAX
+            } else {
+                1
+            };
+            let body = json!({
+                "choices": choices(&texts, at_most),
+                "metadata": {"model": {"engine": engine, "name": name, "lang": lang}, "timestamp": now_epoch()},
+            });
+            Ok(json_response(response_with_overhead(&req, waited), &body))
+        }
+    }
+}
+
+async fn v3_completions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    components_endpoint(req, state, body, false).await
+}
+
+async fn v4_suggestions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    components_endpoint(req, state, body, true).await
+}
+
+/// Keep the request's extensions type in scope for handlers that read them.
+#[allow(dead_code)]
+fn _extensions(req: &HttpRequest) -> bool {
+    req.extensions().contains::<RequestLog>()
+}
