@@ -23,7 +23,7 @@ use super::schema::code::{
     ModelProvider as Provider, Prompt as ReqPrompt,
 };
 use super::schema::components::{parse_completion_request, PromptComponent};
-use super::schema::parse_body;
+use super::schema::{read_body_with_content_type, BodyError};
 use super::streaming;
 use crate::code_suggestions::language::{file_extension, Language};
 use crate::code_suggestions::language_server::supports_advanced_context;
@@ -183,6 +183,17 @@ struct Plan {
 
 fn validation(errors: Vec<Value>) -> ApiError {
     ApiError::Validation(errors)
+}
+
+/// The body as FastAPI reads it: JSON when the content type says so (or says nothing), the text
+/// otherwise; malformed JSON is a 422, bytes that cannot be read at all a 400.
+fn json_body(req: &HttpRequest, body: &Body) -> Result<Value, ApiError> {
+    read_body_with_content_type(&body.0, header(req, "content-type")).map_err(|e| match e {
+        BodyError::Invalid(errors) => ApiError::Validation(errors),
+        BodyError::Unparsable => {
+            ApiError::detail(StatusCode::BAD_REQUEST, BodyError::UNPARSABLE_DETAIL)
+        }
+    })
 }
 
 fn unprocessable(message: impl Into<String>) -> ApiError {
@@ -815,7 +826,7 @@ async fn v2_completions(
     state: web::Data<AppState>,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let value = parse_body(&body.0).map_err(validation)?;
+    let value = json_body(&req, &body)?;
     let request = parse_code_completions(&value).map_err(validation)?;
     authorize(
         &req,
@@ -846,7 +857,7 @@ async fn v2_generations(
     state: web::Data<AppState>,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let value = parse_body(&body.0).map_err(validation)?;
+    let value = json_body(&req, &body)?;
     let request = parse_code_generations(&value).map_err(validation)?;
     authorize(
         &req,
@@ -988,7 +999,7 @@ async fn components_endpoint(
     body: Body,
     sse: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let value = parse_body(&body.0).map_err(validation)?;
+    let value = json_body(&req, &body)?;
     let request = parse_completion_request(&value).map_err(validation)?;
     authorize(
         &req,

@@ -183,10 +183,11 @@ fn decode(b: &[u8]) -> Option<Cow<'_, str>> {
 }
 
 fn decode_utf16(b: &[u8], big_endian: bool) -> Option<Cow<'static, str>> {
-    if b.len() % 2 != 0 {
+    let pairs = b.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    let units = b.chunks_exact(2).map(|c| {
+    let units = pairs.map(|c| {
         let pair = [
             c.first().copied().unwrap_or(0),
             c.get(1).copied().unwrap_or(0),
@@ -204,10 +205,11 @@ fn decode_utf16(b: &[u8], big_endian: bool) -> Option<Cow<'static, str>> {
 }
 
 fn decode_utf32(b: &[u8], big_endian: bool) -> Option<Cow<'static, str>> {
-    if b.len() % 4 != 0 {
+    let quads = b.chunks_exact(4);
+    if !quads.remainder().is_empty() {
         return None;
     }
-    b.chunks_exact(4)
+    quads
         .map(|c| {
             let mut quad = [0u8; 4];
             quad.copy_from_slice(c);
@@ -237,7 +239,7 @@ fn char_position(text: &str, byte_pos: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fail {
+pub(super) enum Fail {
     /// A `JSONDecodeError`: message and byte offset.
     Syntax(&'static str, usize),
     /// Nesting past [`MAX_DEPTH`] (`RecursionError` in Python).
@@ -270,7 +272,7 @@ enum Open {
 /// `json.loads(text)`: one value between optional whitespace. CPython recurses into containers
 /// (`_parse_object_unicode`, `_parse_array_unicode`); this loop keeps its own stack instead, so
 /// deep bodies cannot exhaust a thread's stack, and checks in the same order.
-fn scan_document(text: &str) -> Result<Value, Fail> {
+pub(super) fn scan_document(text: &str) -> Result<Value, Fail> {
     let sc = Scanner {
         s: text,
         b: text.as_bytes(),

@@ -21,6 +21,17 @@
 //! `repr` where pydantic renders them that way. The ground truth is pydantic 2.10 / pydantic-core
 //! 2.27 under FastAPI 0.115.6, the versions the original locks.
 //!
+//! # Known differences from the original
+//!
+//! - Integers outside `i64` (Python's are unbounded) are refused with `int_parsing_size`.
+//! - `NaN`, `Infinity` and numbers that overflow a double, which Python's `json` accepts, are
+//!   refused as unparsable (400); the original usually answers those bodies with a 500.
+//! - Lone surrogate escapes (`"\ud800"`) become U+FFFD; the original keeps them and usually
+//!   fails with a 500 when it has to encode them again.
+//! - Valid bodies are parsed by `serde_json`, whose default float parsing may differ from
+//!   Python's in the last digit of doubles with more than 17 significant digits (the
+//!   `float_roundtrip` feature of `serde_json` would remove this).
+//!
 //! # Layout
 //!
 //! - this file: the toolkit. [`ValidationError`] (one error object, rendered with
@@ -43,7 +54,9 @@ pub mod components;
 #[cfg(test)]
 mod proptests;
 
-pub use body::{is_json_content_type, parse_body, read_body, BodyError};
+pub use body::{
+    is_json_content_type, parse_body, read_body, read_body_with_content_type, BodyError,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Locations
@@ -383,6 +396,13 @@ impl ValidationError {
         Self::new("value_error", loc, format!("Value error, {message}"), input)
             .with_ctx(ctx1("error", Value::Object(Map::new())))
     }
+}
+
+/// The body of FastAPI's 422 answer: `{"detail": errors}`.
+pub fn detail(errors: Vec<Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("detail".to_owned(), Value::Array(errors));
+    Value::Object(m)
 }
 
 impl From<ValidationError> for Value {
