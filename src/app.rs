@@ -35,6 +35,15 @@ pub async fn run(settings: Settings) -> ExitCode {
         return ExitCode::from(EXIT_STARTUP_FAILED);
     }
     let settings = Arc::new(settings);
+    // Build the tokenizer's tables now rather than on the first code suggestion.
+    let warm = std::time::Instant::now();
+    if crate::code_suggestions::tokens::warm_up() {
+        log(
+            "info",
+            "tokenizer ready",
+            json!({ "duration_s": warm.elapsed().as_secs_f64() }),
+        );
+    }
     let tree = match runtime::start(&settings).await {
         Ok(tree) => tree,
         Err(e) => {
