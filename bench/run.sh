@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The benchmark kit: one command, everything on this machine, direct and through-gateway
+# measured side by side in the same run.
+#
+#   bash bench/run.sh            # full run (about 4 minutes), writes BENCHMARKS.md
+#   bash bench/run.sh --quick    # shorter runs, for a smoke test
+#
+# Pieces: bench/mock-upstream (the provider: Anthropic Messages, instant or paced SSE),
+# bench/loadgen (open/closed-loop load and SSE frame timing), the release gateway. Every
+# gateway request carries a real RS256 JWT (a self-signed user token with scope complete_code,
+# verified by the gateway on every request). Results: bench/results/<timestamp>/*.json and the
+# table in BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+DUR=10s; WARM=2s; SWEEP="1 8 64 256"
+[ $QUICK = 1 ] && { DUR=3s; WARM=1s; SWEEP="1 64"; }
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+say "building release binaries"
+cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
+BIN=$ROOT/target/release
+OUT=$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1" >&2; return 1; }
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+
+# --- a signing key and a realistic token -------------------------------------------------
+openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
+NOW=$(date +%s); EXP=$((NOW + 3600))
+HEADER=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+PAYLOAD=$(printf '{"iss":"gitlab-ai-gateway","aud":"gitlab-ai-gateway","sub":"777","exp":%d,"nbf":%d,"iat":%d,"jti":"bench","gitlab_realm":"saas","gitlab_instance_id":"1234","scopes":["complete_code"]}' "$EXP" "$NOW" "$NOW" | b64url)
+SIG=$(printf '%s.%s' "$HEADER" "$PAYLOAD" | openssl dgst -sha256 -sign "$WORK/key.pem" | b64url)
+TOKEN="$HEADER.$PAYLOAD.$SIG"
+AUTH=(-H "Authorization: Bearer $TOKEN" -H "X-Gitlab-Authentication-Type: oidc" -H "X-Gitlab-Realm: saas"
+      -H "X-Gitlab-Instance-Id: 1234" -H "X-Gitlab-Global-User-Id: 777")
+
+# --- request bodies ----------------------------------------------------------------------
+cat > "$WORK/anthropic.json" <<'EOF'
+{"model":"claude-3-5-sonnet-20240620","max_tokens":64,"messages":[{"role":"user","content":"def hello_world():"}]}
+EOF
+cat > "$WORK/anthropic-stream.json" <<'EOF'
+{"model":"claude-3-5-sonnet-20240620","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"def hello_world():"}]}
+EOF
+cat > "$WORK/gw.json" <<'EOF'
+{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
+EOF
+cat > "$WORK/gw-stream.json" <<'EOF'
+{"prompt_components":[{"type":"code_editor_completion","payload":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":"","model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true}}]}
+EOF
+cat > "$WORK/mock-model.json" <<'EOF'
+{"prompt_version":1,"current_file":{"file_name":"main.py","content_above_cursor":"def is_even(n: int) ->","content_below_cursor":""}}
+EOF
+
+start_mock() { # mode, extra args...
+  local port; port=$(free_port)
+  "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 "$@" >"$WORK/mock.log" 2>&1 &
+  PIDS+=($!); MOCK_PID=$!; MOCK="http://127.0.0.1:$port"; wait_http "$MOCK/health"
+}
+start_gateway() { # extra env...
+  local port mport; port=$(free_port); mport=$(free_port)
+  env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$port" \
+      AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$mport" \
+      AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
+      AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
+      AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
+      AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
+      ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" "$@" \
+      "$BIN/ai-gateway" >"$WORK/gateway.out" 2>&1 &
+  PIDS+=($!); GW_PID=$!; GW="http://127.0.0.1:$port"; wait_http "$GW/monitoring/healthz"
+}
+loadgen() { "$BIN/loadgen" --threads 1 "$@" 2>>"$OUT/loadgen.log"; }
+
+# --- non-streaming: concurrency sweep, direct vs gateway ---------------------------------
+say "non-streaming sweep ($SWEEP), instant upstream"
+start_mock --mode instant
+start_gateway
+GW_IDLE_RSS=$(rss_kb "$GW_PID")
+for c in $SWEEP; do
+  loadgen closed --url "$MOCK/v1/messages" --body "$WORK/anthropic.json" --concurrency "$c" --duration "$DUR" --warmup "$WARM" >"$OUT/direct-c$c.json"
+  cpu0=$(cpu_s "$GW_PID")
+  loadgen closed --url "$GW/v2/code/completions" --body "$WORK/gw.json" "${AUTH[@]}" --concurrency "$c" --duration "$DUR" --warmup "$WARM" >"$OUT/gateway-c$c.json"
+  cpu1=$(cpu_s "$GW_PID")
+  echo "$cpu0 $cpu1" >"$OUT/gateway-c$c.cpu"
+done
+GW_LOAD_RSS=$(rss_kb "$GW_PID")
+kill "$GW_PID" "$MOCK_PID"; sleep 0.5
+
+# --- streaming: 64 deltas paced 20 ms -----------------------------------------------------
+STREAMS="100 1000 2000"; [ $QUICK = 1 ] && STREAMS="100 500"
+say "streaming: 64 deltas every 20 ms at $STREAMS concurrent streams"
+start_mock --mode paced --deltas 64 --interval-ms 20
+start_gateway
+for n in $STREAMS; do
+  ramp=$(( n / 2 ))
+  loadgen streams --url "$MOCK/v1/messages" --body "$WORK/anthropic-stream.json" --streams "$n" --deltas 64 --interval-ms 20 --ramp-ms "$ramp" >"$OUT/direct-streams$n.json"
+  loadgen streams --url "$GW/v4/code/suggestions" --body "$WORK/gw-stream.json" "${AUTH[@]}" --streams "$n" --deltas 64 --interval-ms 20 --ramp-ms "$ramp" >"$OUT/gateway-streams$n.json" &
+  LG=$!; sleep 1.0; echo "$(rss_kb "$GW_PID")" >"$OUT/gateway-streams$n.rss"; wait $LG
+done
+GW_AFTER_RSS=$(rss_kb "$GW_PID")
+kill "$GW_PID" "$MOCK_PID"; sleep 0.5
+
+# --- the mock model: /v2/code/completions throughput -------------------------------------
+say "mock-model /v2/code/completions throughput at concurrency 64"
+start_mock --mode instant
+start_gateway AIGW_MOCK_MODEL_RESPONSES=true
+loadgen closed --url "$GW/v2/code/completions" --body "$WORK/mock-model.json" "${AUTH[@]}" --concurrency 64 --duration "$DUR" --warmup "$WARM" >"$OUT/mock-model-c64.json"
+kill "$GW_PID" "$MOCK_PID"; sleep 0.2
+
+# --- report --------------------------------------------------------------------------------
+python3 bench/report.py "$OUT" "$GW_IDLE_RSS" "$GW_LOAD_RSS" "$GW_AFTER_RSS" "$QUICK" "$SWEEP" "$STREAMS"
+say "results in $OUT; table written to BENCHMARKS.md"
