@@ -118,6 +118,8 @@ pub async fn run(settings: Settings) -> ExitCode {
     let metrics = actix_web::rt::spawn(servers.metrics);
     let mut root_done = tree.root_done;
 
+    // Whether the tree already stopped: its handle must not be polled again once it completed.
+    let mut tree_stopped = false;
     let code = tokio::select! {
         signal = shutdown_signal() => {
             log("info", "shutting down: draining in-flight requests", json!({
@@ -129,6 +131,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ = &mut root_done => {
+            tree_stopped = true;
             log("critical", "actor tree stopped: restart budget exhausted", json!({}));
             tokio::join!(api_handle.stop(false), metrics_handle.stop(false));
             ExitCode::from(EXIT_SUPERVISOR_GAVE_UP)
@@ -136,8 +139,10 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     let _ = api.await;
     let _ = metrics.await;
-    tree.root.stop(None);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    if !tree_stopped {
+        tree.root.stop(None);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    }
     log("info", "stopped", json!({}));
     code
 }
