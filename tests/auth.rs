@@ -564,9 +564,28 @@ async fn user_token_round_trip() {
 async fn bypass_modes() {
     let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);
 
-    let gw = gateway(&issuer, &[("AIGW_AUTH__BYPASS_EXTERNAL", "true")]);
+    let gw = gateway(
+        &issuer,
+        &[
+            ("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+            ("AIGW_CHAOS__ENABLED", "true"),
+            ("AIGW_CHAOS__TOKEN", CHAOS_TOKEN),
+        ],
+    );
     let (s, b) = call(&gw, "/v3/code/completions", None, &[]).await;
     assert_eq!(s, 200, "{b}");
+    // Nothing is ever verified, so no issuer actor runs and nothing is fetched.
+    let killed: Value = reqwest::Client::new()
+        .post(format!("{}/chaos/kill/jwks", gw.metrics))
+        .bearer_auth(CHAOS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(killed["killed"], 0);
+    assert_eq!(issuer.discovery_fetches(), 0);
     assert!(gw
         .wait_record(|r| r["message"]
             .as_str()
@@ -900,7 +919,7 @@ async fn a_jwks_actor_killed_mid_traffic_fails_no_request() {
         killed
     };
     let (statuses, killed) = tokio::join!(futures::future::join_all(traffic), kills);
-    assert!(killed >= 5, "killed {killed}");
+    assert!(killed >= 2, "killed {killed}");
     let all: Vec<u16> = statuses.into_iter().flatten().collect();
     assert_eq!(all.len(), 240);
     assert!(all.iter().all(|s| *s == 200), "{all:?}");
