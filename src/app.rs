@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::web;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{Authenticator, BypassSettings, NoKeys};
+use crate::auth::Authenticator;
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
@@ -51,14 +51,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
-    let auth = Authenticator::new(
-        BypassSettings {
-            external: settings.auth.bypass_external,
-            external_with_header: settings.auth.bypass_external_with_header,
-        },
-        settings.external.service_name.clone(),
-        Arc::new(NoKeys),
-    );
+    let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),
@@ -108,6 +101,20 @@ pub async fn run(settings: Settings) -> ExitCode {
         log(
             "critical",
             "AIGW_AUTH__BYPASS_EXTERNAL is on: every request is served without authentication",
+            json!({}),
+        );
+    }
+    if settings.auth.bypass_external_with_header {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_EXTERNAL_WITH_HEADER is on: a request with Bypass-Auth: true is served without authentication",
+            json!({}),
+        );
+    }
+    if settings.auth.bypass_jwt_signature {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_JWT_SIGNATURE is on: token signatures are not verified",
             json!({}),
         );
     }
