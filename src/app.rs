@@ -10,6 +10,7 @@ use crate::auth::{Authenticator, BypassSettings, NoKeys};
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::models::registry::Providers;
 use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::{chaos, http, logging, runtime, telemetry};
@@ -51,6 +52,14 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let providers = match Providers::from_settings(&settings) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let auth = Authenticator::new(
         BypassSettings {
             external: settings.auth.bypass_external,
@@ -64,6 +73,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         auth: Arc::new(auth),
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
+        providers,
         faults: chaos::active(&settings).then(Faults::default),
     });
     let targets = ChaosTargets {

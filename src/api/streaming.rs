@@ -59,6 +59,10 @@ pub fn raw_text(
             Event::Chunk(chunk) => Some(Ok(Bytes::from(chunk.text))),
             Event::Failed(failure) => {
                 tracing::warn!(target: "api.streaming", "model stream failed mid-response: {}", failure.describe());
+                // The server drops the connection on a body error without flushing what it
+                // buffered: return Pending once first, so the text already sent (and the status
+                // line, when the failure follows the first chunk at once) reaches the client.
+                tokio::task::yield_now().await;
                 Some(Err(StreamAborted(failure.describe())))
             }
         }
