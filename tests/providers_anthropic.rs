@@ -115,6 +115,9 @@ async fn whole_messages_call_wire_format_and_usage() {
                "system": "You complete code.",
                "messages": [{"role": "user", "content": "def f("}], "temperature": 0.2})
     );
+    let log = gw.access_log("/v2/code/completions");
+    assert_eq!(log["input_tokens"], 42);
+    assert_eq!(log["output_tokens"], 9);
     let metrics = gw.metrics_text().await;
     assert_eq!(
         metric_value(

@@ -778,6 +778,10 @@ async fn execute(
             }
         })
         .collect::<Vec<_>>();
+    if let Some(usage) = answer.usage {
+        log.set("input_tokens", usage.input_tokens);
+        log.set("output_tokens", usage.output_tokens);
+    }
     if let Some(first) = texts.first() {
         log.set("model_output_length", first.chars().count());
         log.set("model_output_length_stripped", first.trim().chars().count());

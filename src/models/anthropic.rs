@@ -332,7 +332,8 @@ impl AnthropicModel {
             Api::Legacy => ("v1/complete", legacy_body(model, &request, stream)),
         };
         let url = join_url(&client.base_url, path);
-        let body = serde_json::to_vec(&body).map_err(|e| protocol(e.to_string()))?;
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&body).map_err(|e| protocol(e.to_string()))?);
         let response = client
             .upstream
             .send(|http| {

@@ -174,8 +174,10 @@ impl OpenAiCompatModel {
     async fn start(self, request: ModelRequest) -> Result<ChunkStream, ModelError> {
         let stream = request.stream && !self.whole_only;
         let url = join_url(&self.base_url, self.api.path());
-        let body = serde_json::to_vec(&self.body(&request, stream))
-            .map_err(|e| ModelError::new(ModelErrorKind::Protocol, e.to_string()))?;
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(&self.body(&request, stream))
+                .map_err(|e| ModelError::new(ModelErrorKind::Protocol, e.to_string()))?,
+        );
         let name = self.upstream.name;
         let key = self.api_key.clone();
         let secrets: Vec<&str> = key.as_deref().into_iter().collect();

@@ -168,8 +168,10 @@ impl VertexModel {
                 self.predict_body(&request),
             )
         };
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| ModelError::new(ModelErrorKind::Protocol, e.to_string()))?;
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(&body)
+                .map_err(|e| ModelError::new(ModelErrorKind::Protocol, e.to_string()))?,
+        );
         let response = client
             .upstream
             .send_redacting(
