@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::models::registry::Providers;
 use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::{chaos, http, logging, runtime, telemetry};
@@ -51,12 +52,21 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let providers = match Providers::from_settings(&settings) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
+        providers,
         faults: chaos::active(&settings).then(Faults::default),
     });
     let targets = ChaosTargets {

@@ -373,6 +373,18 @@ pub struct Models {
     pub stream_buffer_chunks: usize,
     /// Keep-alive comment interval of SSE streams, seconds (the original: 15).
     pub sse_ping_interval_s: f64,
+    /// Retries of an upstream call that failed before its first byte with a retryable error
+    /// (connection refused, 408, 409, 429, 5xx); the original's SDK clients retry once.
+    pub max_retries: u32,
+    /// First retry delay, milliseconds; doubles per retry, with full jitter.
+    pub retry_backoff_ms: u64,
+    /// An upstream 429 is retried only when its `Retry-After` is at most this long, milliseconds;
+    /// a longer one is handed back to the client (503 with `Retry-After`).
+    pub retry_after_max_ms: u64,
+    /// TCP connect timeout of upstream connections, seconds (the original: 5).
+    pub connect_timeout_s: f64,
+    /// Idle keep-alive connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
 }
 
 /// `AIGW_SUPERVISOR__*` (new): the restart budget of the actor tree.
@@ -415,6 +427,9 @@ pub struct External {
     pub runway_region: Option<String>,
     /// `GOOGLE_APPLICATION_CREDENTIALS`: service-account key file.
     pub google_application_credentials: Option<String>,
+    /// `GCE_METADATA_HOST`: the metadata server (default `metadata.google.internal`), as the
+    /// Google client libraries read it.
+    pub gce_metadata_host: Option<String>,
 }
 
 impl Default for Settings {
@@ -559,6 +574,11 @@ impl Default for Models {
             total_timeout_s: 600.0,
             stream_buffer_chunks: 16,
             sse_ping_interval_s: 15.0,
+            max_retries: 1,
+            retry_backoff_ms: 500,
+            retry_after_max_ms: 5_000,
+            connect_timeout_s: 5.0,
+            pool_max_idle_per_host: 100,
         }
     }
 }
@@ -717,6 +737,10 @@ impl Settings {
                 "AIGW_MODELS__SSE_PING_INTERVAL_S",
                 self.models.sse_ping_interval_s,
             ),
+            (
+                "AIGW_MODELS__CONNECT_TIMEOUT_S",
+                self.models.connect_timeout_s,
+            ),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
                 return Err(ConfigError::new(
@@ -776,6 +800,7 @@ impl External {
             runway_region: get("RUNWAY_REGION"),
             google_application_credentials: get("GOOGLE_APPLICATION_CREDENTIALS")
                 .filter(|v| !v.is_empty()),
+            gce_metadata_host: get("GCE_METADATA_HOST").filter(|v| !v.is_empty()),
         }
     }
 }

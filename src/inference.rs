@@ -68,6 +68,9 @@ pub struct InferenceGuard {
     started: Instant,
     failed: bool,
     finished: bool,
+    /// The last usage the provider reported (streams report it in their last chunk; a stream
+    /// cut short still counts what was reported before the cut).
+    usage: Option<Usage>,
 }
 
 impl InferenceGuard {
@@ -88,6 +91,7 @@ impl InferenceGuard {
             started: Instant::now(),
             failed: false,
             finished: false,
+            usage: None,
         }
     }
 
@@ -98,6 +102,13 @@ impl InferenceGuard {
             "model_name" => self.name.clone(),
         )
         .record(self.started.elapsed().as_secs_f64());
+    }
+
+    /// Note the usage a chunk reports.
+    fn saw(&mut self, chunk: &ModelChunk) {
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
     }
 
     /// Mark the call failed (counted with `error="yes"`).
@@ -121,6 +132,20 @@ impl InferenceGuard {
             ("feature_category", self.feature_category.to_string()),
         ];
         metrics::counter!("model_inferences_total", &labels).increment(1);
+        if let Some(usage) = self.usage {
+            for (direction, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ] {
+                metrics::counter!(
+                    "model_tokens_total",
+                    "model_engine" => self.engine.clone(),
+                    "model_name" => self.name.clone(),
+                    "direction" => direction,
+                )
+                .increment(n);
+            }
+        }
         metrics::histogram!("inference_request_duration_seconds", &labels)
             .record(self.started.elapsed().as_secs_f64());
         metrics::gauge!(
@@ -235,6 +260,7 @@ impl ModelCall {
         let (first, ended) = match first {
             Some(StreamEvent::Item(chunk)) => {
                 guard.first_chunk();
+                guard.saw(&chunk);
                 (Some(chunk), false)
             }
             Some(StreamEvent::Done) => (None, true),
@@ -271,7 +297,10 @@ impl ModelCall {
         if !self.ended {
             loop {
                 match self.rx.recv().await {
-                    Some(StreamEvent::Item(chunk)) => answer.add(chunk),
+                    Some(StreamEvent::Item(chunk)) => {
+                        self.guard.saw(&chunk);
+                        answer.add(chunk)
+                    }
                     Some(StreamEvent::Done) => break,
                     Some(StreamEvent::Failed(e)) => {
                         self.guard.fail();
@@ -316,7 +345,10 @@ impl ModelCall {
                     return None;
                 }
                 let event = match rx.recv().await {
-                    Some(StreamEvent::Item(chunk)) => Event::Chunk(chunk),
+                    Some(StreamEvent::Item(chunk)) => {
+                        guard.saw(&chunk);
+                        Event::Chunk(chunk)
+                    }
                     Some(StreamEvent::Done) => return None,
                     Some(StreamEvent::Failed(e)) => Event::Failed(CallFailure::Model(e)),
                     Some(StreamEvent::TimedOut(d)) => Event::Failed(CallFailure::Timeout(d)),

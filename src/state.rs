@@ -10,6 +10,7 @@ use ai_gateway_actors::request::RequestSpawner;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::models::registry::Providers;
 use crate::models::ModelProvider;
 use crate::readiness::Readiness;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub requests: RequestSpawner,
     /// Readiness checks.
     pub readiness: Arc<Readiness>,
+    /// The model providers: one pooled client per upstream.
+    pub providers: Arc<Providers>,
     /// Provider fault injection, when chaos is active.
     pub faults: Option<Faults>,
 }
