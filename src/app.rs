@@ -59,12 +59,21 @@ pub async fn run(settings: Settings) -> ExitCode {
         settings.external.service_name.clone(),
         Arc::new(NoKeys),
     );
+    let quotas = match crate::quota::Quotas::new(&settings, tree.root.clone()) {
+        Ok(quotas) => Arc::new(quotas),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
         faults: chaos::active(&settings).then(Faults::default),
+        quotas,
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),

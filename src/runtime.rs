@@ -6,7 +6,8 @@
 //! └── Ticker (metrics upkeep)
 //! ```
 //!
-//! Later parts add their actors here (a JwksActor per issuer, a QuotaActor per model).
+//! QuotaActors (one per model with limits) join the root on their first call, with kind `quota`
+//! (`crate::quota::Quotas`). Later parts add their actors here (a JwksActor per issuer).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::faults::Faults;
 use crate::models::ModelProvider;
+use crate::quota::Quotas;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
@@ -25,6 +26,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Provider fault injection, when chaos is active.
     pub faults: Option<Faults>,
+    /// Per-model quotas.
+    pub quotas: Arc<Quotas>,
 }
 
 impl AppState {
