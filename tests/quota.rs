@@ -519,6 +519,40 @@ async fn a_killed_quota_actor_comes_back_without_forgetting_redis_counts() {
 }
 
 #[tokio::test]
+async fn an_upstream_429_seen_by_one_gateway_parks_the_model_for_the_fleet() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let limits = quotas(TEXT_ENGINE, TEXT_MODEL, json!({"max_concurrent": 10}));
+    let a = gateway(&fleet_env(&url, &limits));
+    let b = gateway(&fleet_env(&url, &limits));
+    add_fault(
+        &a,
+        json!({"kind": "rate_limit", "engine": TEXT_ENGINE, "retry_after_s": 30}),
+    )
+    .await;
+    assert_eq!(
+        post(&a, "/v2/code/completions", &v2_completion())
+            .await
+            .status(),
+        503
+    );
+    // B never saw a 429 itself, and its provider is healthy: it refuses from the shared state.
+    let res = post(&b, "/v2/code/completions", &v2_completion()).await;
+    let (retry, _) = assert_refused(res).await;
+    assert!((25..=30).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        metric(
+            &b,
+            "model_inferences_total",
+            &["model_engine=\"llm-provider-mocked\""]
+        )
+        .await,
+        None,
+        "B sent nothing to the provider"
+    );
+}
+
+#[tokio::test]
 async fn with_redis_down_fail_open_admits_and_fail_closed_refuses() {
     // Nothing listens on this port.
     let url = format!("redis://127.0.0.1:{}/", free_port());

@@ -175,6 +175,13 @@ pub trait QuotaBackend: Send + Sync + 'static {
     fn reconcile(&self, args: ReconcileArgs) -> BoxFuture<'static, Result<View, BackendError>>;
     /// Usage now, for the saturation gauges.
     fn peek(&self) -> BoxFuture<'static, Result<View, BackendError>>;
+    /// The provider throttles the model: a shared store tells every instance to refuse for
+    /// `duration` (reserve answers [`Dimension::Upstream`]). The actor parks itself in any case,
+    /// so a process-local backend has nothing to do.
+    fn park(&self, duration: Duration) -> BoxFuture<'static, Result<(), BackendError>> {
+        let _ = duration;
+        futures::future::ready(Ok(())).boxed()
+    }
 }
 
 /// Milliseconds since the epoch.
@@ -1142,12 +1149,17 @@ impl Actor for QuotaActor {
                 let until = Instant::now() + park;
                 state.parked_until = Some(state.parked_until.map_or(until, |u| u.max(until)));
                 metrics::counter!("quota_upstream_throttled_total", &state.labels()).increment(1);
+                let backend = Arc::clone(&shared.backend);
+                let shared_park = backend.park(park).await;
                 tracing::warn!(
                     engine = %shared.engine,
                     model = %shared.model,
                     park_s = park.as_secs_f64(),
                     "provider rate limited the model; parking it"
                 );
+                if let Err(e) = shared_park {
+                    state.backend_failed(backend.kind(), &e);
+                }
             }
             QuotaMsg::Expire(id) => {
                 let Some(pos) = state.waiters.iter().position(|w| w.id == id) else {

@@ -9,7 +9,9 @@
 //!   its expiry, and the key itself expires when the last lease would have;
 //! * `<prefix>:{<engine>/<model>}:window`, a hash of one-second buckets over the last 60 s:
 //!   `r<second>` requests and `t<second>` tokens. Old buckets are deleted as they leave the window,
-//!   and the key expires 61 s after its last write.
+//!   and the key expires 61 s after its last write;
+//! * `<prefix>:{<engine>/<model>}:parked`, set for as long as the provider asked us to back off
+//!   after a 429, so that every instance refuses at once instead of sending doomed calls.
 //!
 //! Time is Redis' `TIME`, so instances with skewed clocks still agree on the window. The
 //! connection is made lazily and re-made by the connection manager; every call is bounded by
@@ -50,9 +52,9 @@ local sec = tonumber(t[1])
 local now = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
 "#;
 
-/// KEYS: leases, window. ARGV: max_concurrent, requests_per_minute, tokens_per_minute (-1:
+/// KEYS: leases, window, parked. ARGV: max_concurrent, requests_per_minute, tokens_per_minute (-1:
 /// unlimited), tokens, lease id, lease ttl ms, force (1/0), window seconds.
-/// Returns {admitted, dimension (0 none, 1 concurrency, 2 requests, 3 tokens), retry ms,
+/// Returns {admitted, dimension (0 none, 1 concurrency, 2 requests, 3 tokens, 4 parked), retry ms,
 /// in_flight, requests, tokens, bucket second}.
 const RESERVE_LUA: &str = r#"
 local t = redis.call('TIME')
@@ -90,7 +92,11 @@ local function freed_after(b, need)
   return win * 1000
 end
 local dim, retry = 0, 0
-if maxc >= 0 and inflight >= maxc then
+local parked = redis.call('PTTL', KEYS[3])
+if parked > 0 then
+  dim = 4
+  retry = parked
+elseif maxc >= 0 and inflight >= maxc then
   dim = 1
 elseif rpm >= 0 and reqs + 1 > rpm then
   dim = 2
@@ -123,6 +129,14 @@ end
 return view(now, sec, win)
 "#;
 
+/// KEYS: parked. ARGV: milliseconds. Extends the parking, never shortens it.
+const PARK_LUA: &str = r#"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 1
+"#;
+
 /// KEYS: leases, window. ARGV: window seconds. Returns {in_flight, requests, tokens}.
 const PEEK_LUA: &str = r#"
 return view(now, sec, tonumber(ARGV[1]))
@@ -134,6 +148,7 @@ pub struct RedisStore {
     reserve: Script,
     reconcile: Script,
     peek: Script,
+    park: Script,
     timeout: Duration,
     prefix: String,
 }
@@ -156,6 +171,7 @@ impl RedisStore {
             reserve: Script::new(RESERVE_LUA),
             reconcile: Script::new(&format!("{VIEW_LUA}{RECONCILE_LUA}")),
             peek: Script::new(&format!("{VIEW_LUA}{PEEK_LUA}")),
+            park: Script::new(PARK_LUA),
             timeout,
             prefix: config.key_prefix.clone(),
         })
@@ -167,6 +183,7 @@ pub struct RedisBackend {
     store: Arc<RedisStore>,
     leases: String,
     window: String,
+    parked: String,
 }
 
 impl RedisBackend {
@@ -178,13 +195,14 @@ impl RedisBackend {
         Self {
             leases: format!("{base}:leases"),
             window: format!("{base}:window"),
+            parked: format!("{base}:parked"),
             store,
         }
     }
 
-    /// The key names (leases, window), for tests and operators.
-    pub fn keys(&self) -> (&str, &str) {
-        (&self.leases, &self.window)
+    /// The key names (leases, window, parked), for tests and operators.
+    pub fn keys(&self) -> [&str; 3] {
+        [&self.leases, &self.window, &self.parked]
     }
 }
 
@@ -225,11 +243,13 @@ impl QuotaBackend for RedisBackend {
     fn reserve(&self, args: ReserveArgs) -> BoxFuture<'static, Result<Verdict, BackendError>> {
         let store = Arc::clone(&self.store);
         let (leases, window) = (self.leases.clone(), self.window.clone());
+        let parked = self.parked.clone();
         async move {
             let mut conn = store.conn.clone();
             let mut invocation = store.reserve.key(&leases);
             invocation
                 .key(&window)
+                .key(&parked)
                 .arg(limit_arg(args.limits.max_concurrent))
                 .arg(limit_arg(args.limits.requests_per_minute))
                 .arg(limit_arg(args.limits.tokens_per_minute))
@@ -252,6 +272,7 @@ impl QuotaBackend for RedisBackend {
                 1 => Some(Dimension::Concurrency),
                 2 => Some(Dimension::Requests),
                 3 => Some(Dimension::Tokens),
+                4 => Some(Dimension::Upstream),
                 _ => None,
             };
             Ok(if admitted == 1 {
@@ -286,6 +307,19 @@ impl QuotaBackend for RedisBackend {
             let values: Vec<i64> =
                 bounded(store.timeout, invocation.invoke_async(&mut conn)).await?;
             view_of(&values)
+        }
+        .boxed()
+    }
+
+    fn park(&self, duration: Duration) -> BoxFuture<'static, Result<(), BackendError>> {
+        let store = Arc::clone(&self.store);
+        let parked = self.parked.clone();
+        async move {
+            let mut conn = store.conn.clone();
+            let mut invocation = store.park.key(&parked);
+            invocation.arg(duration.as_millis().max(1) as u64);
+            let _: i64 = bounded(store.timeout, invocation.invoke_async(&mut conn)).await?;
+            Ok(())
         }
         .boxed()
     }
