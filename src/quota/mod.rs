@@ -351,6 +351,42 @@ mod tests {
     }
 
     #[test]
+    fn quotas_from_toml_and_bad_quota_settings() {
+        let toml = "[model_quotas.anthropic.\"claude-3-5-sonnet-20240620\"]\nmax_concurrent = 3\ntokens_per_minute = 1000\n[quota]\nshadow = true\n";
+        let s = Settings::from_vars(
+            &Sources {
+                development: false,
+                toml: Some(("q.toml", toml)),
+            },
+            std::iter::empty(),
+        )
+        .unwrap();
+        let limits = configured_limits(&s);
+        assert_eq!(limits[0].2.max_concurrent, Some(3));
+        assert!(actor_settings(&s).shadow);
+
+        let load = |vars: &[(&str, &str)]| {
+            Settings::from_vars(
+                &Sources::default(),
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+        };
+        let e = load(&[("AIGW_QUOTA__BACKEND", "redis")]).unwrap_err();
+        assert_eq!(e.setting, "AIGW_QUOTA__REDIS_URL");
+        let e = load(&[("AIGW_QUOTA__BACKEND", "memcached")]).unwrap_err();
+        assert_eq!(e.setting, "AIGW_QUOTA__BACKEND");
+        let e = load(&[("AIGW_QUOTA__FAIL_MODE", "maybe")]).unwrap_err();
+        assert_eq!(e.setting, "AIGW_QUOTA__FAIL_MODE");
+        let e = load(&[("AIGW_MODEL_QUOTAS", r#"{"a":{"b":{"max_concurent":1}}}"#)]).unwrap_err();
+        assert!(e.to_string().contains("max_concurent"), "{e}");
+        assert!(load(&[
+            ("AIGW_QUOTA__BACKEND", "redis"),
+            ("AIGW_QUOTA__REDIS_URL", "redis://127.0.0.1:6379/0"),
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn refusal_headers() {
         let r = Refusal {
             engine: "e".into(),
