@@ -60,6 +60,14 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let quotas = match crate::quota::Quotas::new(&settings, tree.root.clone()) {
+        Ok(quotas) => Arc::new(quotas),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
@@ -68,6 +76,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         readiness: Arc::new(Readiness::from_settings(&settings)),
         providers,
         faults: chaos::active(&settings).then(Faults::default),
+        quotas,
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),

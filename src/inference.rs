@@ -36,6 +36,8 @@ pub enum CallFailure {
     Aborted,
     /// No request actor could be started.
     Unavailable(String),
+    /// The model's quota refused the call.
+    Quota(ai_gateway_actors::quota::Refusal),
 }
 
 impl CallFailure {
@@ -47,6 +49,7 @@ impl CallFailure {
             Self::Timeout(Deadline::Total) => "model call deadline exceeded".into(),
             Self::Aborted => "model call aborted".into(),
             Self::Unavailable(why) => format!("no capacity to run the call: {why}"),
+            Self::Quota(refusal) => refusal.describe(),
         }
     }
 
@@ -71,6 +74,7 @@ pub struct InferenceGuard {
     /// The last usage the provider reported (streams report it in their last chunk; a stream
     /// cut short still counts what was reported before the cut).
     usage: Option<Usage>,
+    quota: Option<Box<crate::quota::Metered>>,
 }
 
 impl InferenceGuard {
@@ -92,6 +96,15 @@ impl InferenceGuard {
             failed: false,
             finished: false,
             usage: None,
+            quota: None,
+        }
+    }
+
+    /// Mark the call failed by the provider; a 429 parks the model in its quota.
+    fn model_failed(&mut self, e: &ModelError) {
+        self.fail();
+        if let (ModelErrorKind::RateLimited, Some(quota)) = (&e.kind, &self.quota) {
+            quota.throttled(e.retry_after);
         }
     }
 
@@ -109,6 +122,9 @@ impl InferenceGuard {
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
         }
+        if let Some(quota) = &mut self.quota {
+            quota.observe(chunk);
+        }
     }
 
     /// Mark the call failed (counted with `error="yes"`).
@@ -121,6 +137,9 @@ impl InferenceGuard {
             return;
         }
         self.finished = true;
+        if let Some(quota) = self.quota.take() {
+            quota.finish();
+        }
         let labels = [
             ("model_engine", self.engine.clone()),
             ("model_name", self.name.clone()),
@@ -233,7 +252,23 @@ impl ModelCall {
         feature_category: &'static str,
     ) -> Result<ModelCall, CallFailure> {
         let metadata = provider.metadata().clone();
+        let prompt_tokens = crate::quota::prompt_tokens(&request);
+        let output_tokens = request
+            .params
+            .max_tokens
+            .map(u64::from)
+            .unwrap_or(state.quotas.default_output_tokens());
+        let lease = state
+            .quotas
+            .reserve(
+                &metadata.engine,
+                &metadata.name,
+                prompt_tokens + output_tokens,
+            )
+            .await
+            .map_err(CallFailure::Quota)?;
         let mut guard = InferenceGuard::new(&metadata, feature_category, request.stream);
+        guard.quota = lease.map(|lease| Box::new(crate::quota::Metered::new(lease, prompt_tokens)));
         let models = &state.settings.models;
         let deadlines = Deadlines {
             idle: Duration::from_secs_f64(models.idle_timeout_s),
@@ -265,7 +300,7 @@ impl ModelCall {
             }
             Some(StreamEvent::Done) => (None, true),
             Some(StreamEvent::Failed(e)) => {
-                guard.fail();
+                guard.model_failed(&e);
                 return Err(CallFailure::Model(e));
             }
             Some(StreamEvent::TimedOut(d)) => {
@@ -303,7 +338,7 @@ impl ModelCall {
                     }
                     Some(StreamEvent::Done) => break,
                     Some(StreamEvent::Failed(e)) => {
-                        self.guard.fail();
+                        self.guard.model_failed(&e);
                         return Err(CallFailure::Model(e));
                     }
                     Some(StreamEvent::TimedOut(d)) => {
@@ -350,7 +385,10 @@ impl ModelCall {
                         Event::Chunk(chunk)
                     }
                     Some(StreamEvent::Done) => return None,
-                    Some(StreamEvent::Failed(e)) => Event::Failed(CallFailure::Model(e)),
+                    Some(StreamEvent::Failed(e)) => {
+                        guard.model_failed(&e);
+                        Event::Failed(CallFailure::Model(e))
+                    }
                     Some(StreamEvent::TimedOut(d)) => Event::Failed(CallFailure::Timeout(d)),
                     None => Event::Failed(CallFailure::Aborted),
                 };

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::faults::Faults;
 use crate::models::registry::Providers;
 use crate::models::ModelProvider;
+use crate::quota::Quotas;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
@@ -28,6 +29,8 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// Provider fault injection, when chaos is active.
     pub faults: Option<Faults>,
+    /// Per-model quotas.
+    pub quotas: Arc<Quotas>,
 }
 
 impl AppState {

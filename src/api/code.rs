@@ -665,6 +665,8 @@ fn plan_v2_generation(body: &CodeSuggestionsRequest) -> Result<Plan, ApiError> {
 }
 
 /// The outcome of a planned call, ready to be rendered.
+// One per request, moved once: boxing the call would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Whole {
         engine: String,
@@ -681,6 +683,10 @@ enum Outcome {
 }
 
 fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
+    if let CallFailure::Quota(refusal) = failure {
+        log.set("quota_refused", refusal.dimension.label());
+        return crate::quota::refusal_error(refusal);
+    }
     log.set("model_exception_message", failure.describe());
     if let CallFailure::Model(e) = failure {
         if let Some(status) = e.status() {
