@@ -6,10 +6,13 @@ use std::sync::Arc;
 use actix_web::web;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{Authenticator, BypassSettings, NoKeys};
+use crate::auth::unverified::UnverifiedSignature;
+use crate::auth::{Authenticator, BypassSettings, NoKeys, TokenVerifier};
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::prompts::PromptRegistry;
+use crate::proxy::Upstreams;
 use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::{chaos, http, logging, runtime, telemetry};
@@ -51,13 +54,51 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let prompts_dir = crate::prompts::definitions_dir(&settings.prompts.dir);
+    let prompts = match PromptRegistry::load(&prompts_dir, settings.default_prompts.clone()) {
+        Ok(prompts) => prompts,
+        Err(e) => {
+            log(
+                "error",
+                "prompt definitions cannot be loaded",
+                json!({ "dir": prompts_dir.display().to_string(), "error": e.to_string() }),
+            );
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    log(
+        "info",
+        "prompt definitions loaded",
+        json!({ "dir": prompts_dir.display().to_string(), "prompts": prompts.len() }),
+    );
+    let upstreams = match Upstreams::from_settings(&settings) {
+        Ok(upstreams) => upstreams,
+        Err(e) => {
+            log(
+                "error",
+                "proxy client cannot be built",
+                json!({ "error": e.to_string() }),
+            );
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    // Without signature checks (development and tests only) tokens are decoded as they are.
+    let verifier: Arc<dyn TokenVerifier> = if settings.auth.bypass_jwt_signature {
+        Arc::new(UnverifiedSignature::new(
+            settings.external.service_name.clone(),
+        ))
+    } else {
+        Arc::new(NoKeys)
+    };
     let auth = Authenticator::new(
         BypassSettings {
             external: settings.auth.bypass_external,
             external_with_header: settings.auth.bypass_external_with_header,
         },
         settings.external.service_name.clone(),
-        Arc::new(NoKeys),
+        verifier,
     );
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
@@ -65,6 +106,8 @@ pub async fn run(settings: Settings) -> ExitCode {
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
         faults: chaos::active(&settings).then(Faults::default),
+        prompts: Arc::new(prompts),
+        upstreams: Arc::new(upstreams),
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),

@@ -105,6 +105,8 @@ pub struct Settings {
     pub supervisor: Supervision,
     /// `AIGW_CHAOS__*`: fault injection (off by default).
     pub chaos: Chaos,
+    /// `AIGW_PROMPTS__*`: where the prompt definitions are read from.
+    pub prompts: Prompts,
 
     /// Variables outside the `AIGW_` prefix that the original also reads.
     #[serde(skip)]
@@ -401,6 +403,15 @@ pub struct Chaos {
     pub allow_in_production: bool,
 }
 
+/// `AIGW_PROMPTS__*` (new).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prompts {
+    /// The definitions directory; empty: `config/prompts` in the working directory, then
+    /// `/etc/ai-gateway/prompts`, then the source tree's copy.
+    pub dir: String,
+}
+
 /// Variables without the `AIGW_` prefix.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct External {
@@ -415,6 +426,9 @@ pub struct External {
     pub runway_region: Option<String>,
     /// `GOOGLE_APPLICATION_CREDENTIALS`: service-account key file.
     pub google_application_credentials: Option<String>,
+    /// `GCE_METADATA_HOST`: the GCE metadata server (`host[:port]`), as Google's client
+    /// libraries read it; default `metadata.google.internal`.
+    pub gce_metadata_host: Option<String>,
 }
 
 impl Default for Settings {
@@ -450,6 +464,7 @@ impl Default for Settings {
             models: Models::default(),
             supervisor: Supervision::default(),
             chaos: Chaos::default(),
+            prompts: Prompts::default(),
             external: External::default(),
         }
     }
@@ -776,6 +791,7 @@ impl External {
             runway_region: get("RUNWAY_REGION"),
             google_application_credentials: get("GOOGLE_APPLICATION_CREDENTIALS")
                 .filter(|v| !v.is_empty()),
+            gce_metadata_host: get("GCE_METADATA_HOST").filter(|v| !v.is_empty()),
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::faults::Faults;
 use crate::models::ModelProvider;
+use crate::prompts::PromptRegistry;
+use crate::proxy::Upstreams;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
@@ -25,6 +27,10 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// Provider fault injection, when chaos is active.
     pub faults: Option<Faults>,
+    /// The prompt registry.
+    pub prompts: Arc<PromptRegistry>,
+    /// The provider proxies' upstreams and client.
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl AppState {

@@ -14,6 +14,8 @@
 //! Authorization is [`User::can`]: a unit primitive among the token's scopes, and the token's
 //! issuer not among those the endpoint refuses.
 
+pub mod unit_primitives;
+pub mod unverified;
 pub mod user;
 
 use std::sync::Arc;
