@@ -1,5 +1,6 @@
-//! Version 1 of the API: registry prompts and the provider proxies.
+//! Version 1 of the API: chat invokables, registry prompts and the provider proxies.
 
+pub mod chat;
 pub mod prompts;
 pub mod proxy;
 
@@ -7,6 +8,7 @@ use actix_web::web;
 
 /// Register the v1 routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    chat::configure(cfg);
     prompts::configure(cfg);
     proxy::configure(cfg);
 }
