@@ -44,6 +44,11 @@ enum Reply {
         content_type: &'static str,
         body: Vec<u8>,
     },
+    /// A chunked stream that repeats `frame` until the connection breaks.
+    Endless {
+        content_type: &'static str,
+        frame: &'static str,
+    },
     /// A chunked stream of frames; frame N+1 is written only after the test says so.
     Lockstep {
         content_type: &'static str,
@@ -54,6 +59,8 @@ enum Reply {
 struct Upstream {
     addr: String,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Set when the gateway closed a lockstep stream's connection before its end.
+    closed_early: Arc<std::sync::atomic::AtomicBool>,
     /// Permits for the next frame of a lockstep stream.
     next_frame: mpsc::UnboundedSender<()>,
 }
@@ -110,6 +117,8 @@ async fn upstream(reply: Reply) -> Upstream {
     let (next_frame, permits) = mpsc::unbounded_channel::<()>();
     let permits = Arc::new(tokio::sync::Mutex::new(permits));
     let log = Arc::clone(&received);
+    let closed_early = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed = Arc::clone(&closed_early);
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
@@ -118,6 +127,7 @@ async fn upstream(reply: Reply) -> Upstream {
             let log = Arc::clone(&log);
             let reply = reply.clone();
             let permits = Arc::clone(&permits);
+            let closed = Arc::clone(&closed);
             tokio::spawn(async move {
                 let Some(req) = read_request(&mut sock).await else {
                     return;
@@ -147,6 +157,23 @@ async fn upstream(reply: Reply) -> Upstream {
                         let _ = sock.write_all(head.as_bytes()).await;
                         let _ = sock.write_all(&body).await;
                     }
+                    Reply::Endless {
+                        content_type,
+                        frame,
+                    } => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = sock.write_all(head.as_bytes()).await;
+                        let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
+                        loop {
+                            if sock.write_all(chunk.as_bytes()).await.is_err() {
+                                closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    }
                     Reply::Lockstep {
                         content_type,
                         frames,
@@ -157,8 +184,22 @@ async fn upstream(reply: Reply) -> Upstream {
                         let _ = sock.write_all(head.as_bytes()).await;
                         let mut permits = permits.lock().await;
                         for (i, frame) in frames.iter().enumerate() {
-                            if i > 0 && permits.recv().await.is_none() {
-                                return;
+                            if i > 0 {
+                                // Wait for the test's permit, or notice the gateway hanging up.
+                                let mut probe = [0u8; 1];
+                                tokio::select! {
+                                    permit = permits.recv() => {
+                                        if permit.is_none() {
+                                            return;
+                                        }
+                                    }
+                                    n = sock.read(&mut probe) => {
+                                        if matches!(n, Ok(0) | Err(_)) {
+                                            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                                        }
+                                        return;
+                                    }
+                                }
                             }
                             let chunk = format!("{:x}\r\n{frame}\r\n", frame.len());
                             if sock.write_all(chunk.as_bytes()).await.is_err() {
@@ -175,6 +216,7 @@ async fn upstream(reply: Reply) -> Upstream {
     Upstream {
         addr,
         received,
+        closed_early,
         next_frame,
     }
 }
@@ -698,5 +740,36 @@ async fn mock_mode_answers_without_an_upstream() {
             .unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.text().await.unwrap(), r#"{"response": "mocked"}"#);
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_closes_the_upstream_stream() {
+    let up = upstream(Reply::Endless {
+        content_type: "text/event-stream",
+        frame: SSE_FRAMES[1],
+    })
+    .await;
+    let gw = anthropic_gateway(&up, &[]);
+    let body = r#"{"model":"claude-3-haiku-20240307","max_tokens":5,"stream":true,"messages":[]}"#;
+    let mut res = first_bytes(
+        client_request(&gw, "/v1/proxy/anthropic/v1/messages", "duo_chat")
+            .body(body)
+            .send(),
+    )
+    .await;
+    let mut pending = Vec::new();
+    let first = read_frame(&mut res, &mut pending, SSE_FRAMES[1].len()).await;
+    assert_eq!(first, SSE_FRAMES[1].as_bytes());
+    // The client hangs up in the middle of an endless stream: the gateway must hang up upstream
+    // too, or the upstream writes forever.
+    drop(res);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !up.closed_early.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upstream connection stayed open after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
