@@ -538,7 +538,9 @@ async fn the_unit_primitive_must_be_among_the_callers_scopes() {
         &[],
     );
     let call = |scopes: &[&str]| {
-        client_request(&gw, "/v1/proxy/anthropic/v1/complete", "explain_vulnerability")
+        reqwest::Client::new()
+            .post(format!("{}/v1/proxy/anthropic/v1/complete", gw.api))
+            .header("x-gitlab-unit-primitive", "explain_vulnerability")
             .bearer_auth(token(scopes))
             .header("x-gitlab-authentication-type", "oidc")
             .body(r#"{"model":"claude-2.1","prompt":"\n\nHuman: hi\n\nAssistant:","max_tokens_to_sample":5}"#)
@@ -555,6 +557,11 @@ async fn the_unit_primitive_must_be_among_the_callers_scopes() {
     assert_eq!(res.text().await.unwrap(), r#"{"ok":true}"#);
     let calls = up.calls();
     assert_eq!(calls[0].path, "/v1/complete");
+    assert_eq!(
+        calls[0].header("content-type"),
+        Some("application/json"),
+        "a JSON body is labelled as such upstream"
+    );
     assert_eq!(
         calls[0].header("authorization"),
         None,

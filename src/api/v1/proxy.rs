@@ -144,6 +144,8 @@ fn json_body(body: &Body) -> Result<Value, ApiError> {
     serde_json::from_slice(&body.0).map_err(|_| bad_request("Invalid JSON"))
 }
 
+/// The client's headers that may go upstream. The body is JSON (it was checked), so it is
+/// labelled `application/json` when the client did not say, as the original's `httpx` does.
 fn forwarded_headers(req: &HttpRequest, allowed: &[&str]) -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     for name in allowed {
@@ -155,6 +157,12 @@ fn forwarded_headers(req: &HttpRequest, allowed: &[&str]) -> reqwest::header::He
                 headers.insert(n, v);
             }
         }
+    }
+    if !headers.contains_key(reqwest::header::CONTENT_TYPE) {
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/json"),
+        );
     }
     headers
 }
