@@ -11,6 +11,8 @@ use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
 use crate::models::registry::Providers;
+use crate::prompts::PromptRegistry;
+use crate::proxy::Upstreams;
 use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::{chaos, http, logging, runtime, telemetry};
@@ -60,10 +62,40 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let prompts_dir = crate::prompts::definitions_dir(&settings.prompts.dir);
+    let prompts = match PromptRegistry::load(&prompts_dir, settings.default_prompts.clone()) {
+        Ok(prompts) => prompts,
+        Err(e) => {
+            log(
+                "error",
+                "prompt definitions cannot be loaded",
+                json!({ "dir": prompts_dir.display().to_string(), "error": e.to_string() }),
+            );
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let quotas = match crate::quota::Quotas::new(&settings, tree.root.clone()) {
         Ok(quotas) => Arc::new(quotas),
         Err(e) => {
             log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    log(
+        "info",
+        "prompt definitions loaded",
+        json!({ "dir": prompts_dir.display().to_string(), "prompts": prompts.len() }),
+    );
+    let upstreams = match Upstreams::from_settings(&settings) {
+        Ok(upstreams) => upstreams,
+        Err(e) => {
+            log(
+                "error",
+                "proxy client cannot be built",
+                json!({ "error": e.to_string() }),
+            );
             tree.root.stop(None);
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
@@ -77,6 +109,8 @@ pub async fn run(settings: Settings) -> ExitCode {
         providers,
         faults: chaos::active(&settings).then(Faults::default),
         quotas,
+        prompts: Arc::new(prompts),
+        upstreams: Arc::new(upstreams),
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),

@@ -110,6 +110,8 @@ pub struct Settings {
     pub chaos: Chaos,
     /// `AIGW_QUOTA__*`: how per-model quotas are enforced.
     pub quota: QuotaConfig,
+    /// `AIGW_PROMPTS__*`: where the prompt definitions are read from.
+    pub prompts: Prompts,
 
     /// Variables outside the `AIGW_` prefix that the original also reads.
     #[serde(skip)]
@@ -477,6 +479,15 @@ impl Default for QuotaConfig {
     }
 }
 
+/// `AIGW_PROMPTS__*` (new).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prompts {
+    /// The definitions directory; empty: `config/prompts` in the working directory, then
+    /// `/etc/ai-gateway/prompts`, then the source tree's copy.
+    pub dir: String,
+}
+
 /// Variables without the `AIGW_` prefix.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct External {
@@ -531,6 +542,7 @@ impl Default for Settings {
             supervisor: Supervision::default(),
             chaos: Chaos::default(),
             quota: QuotaConfig::default(),
+            prompts: Prompts::default(),
             external: External::default(),
         }
     }

@@ -78,7 +78,8 @@ pub struct InferenceGuard {
 }
 
 impl InferenceGuard {
-    fn new(meta: &ModelMetadata, feature_category: &'static str, streaming: bool) -> Self {
+    /// Start recording a call to `meta`'s model (in-flight gauge up until the guard drops).
+    pub fn new(meta: &ModelMetadata, feature_category: &'static str, streaming: bool) -> Self {
         let engine = meta.engine.clone();
         let name = telemetry::model_label(&meta.name).to_string();
         metrics::gauge!(

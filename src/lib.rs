@@ -16,6 +16,8 @@ pub mod http;
 pub mod inference;
 pub mod logging;
 pub mod models;
+pub mod prompts;
+pub mod proxy;
 pub mod pyjson;
 pub mod quota;
 pub mod readiness;

@@ -13,6 +13,8 @@ use crate::faults::Faults;
 use crate::models::registry::Providers;
 use crate::models::ModelProvider;
 use crate::quota::Quotas;
+use crate::prompts::PromptRegistry;
+use crate::proxy::Upstreams;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
@@ -31,6 +33,10 @@ pub struct AppState {
     pub faults: Option<Faults>,
     /// Per-model quotas.
     pub quotas: Arc<Quotas>,
+    /// The prompt registry.
+    pub prompts: Arc<PromptRegistry>,
+    /// The provider proxies' upstreams and client.
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl AppState {

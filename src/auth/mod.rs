@@ -26,6 +26,7 @@ pub mod cache;
 pub mod jwks;
 pub mod keys;
 pub mod token;
+pub mod unit_primitives;
 pub mod user;
 pub mod verify;
 

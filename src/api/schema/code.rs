@@ -570,6 +570,16 @@ pub(super) fn read_messages(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<Ve
     e.list(v, l, Len::ANY, read_message)
 }
 
+/// `list[Message]` with length bounds.
+pub(super) fn read_messages_between(
+    e: &mut Errors,
+    v: &Value,
+    l: &Loc<'_>,
+    len: Len,
+) -> Option<Vec<Message>> {
+    e.list(v, l, len, read_message)
+}
+
 fn read_message(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<Message> {
     let f = e.model(v, l)?;
     let role = e.required(f, "role", l, |e, v, l| e.one_of(v, l, &ROLES));

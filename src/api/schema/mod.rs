@@ -48,6 +48,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 pub mod body;
+pub mod chat;
 pub mod code;
 pub mod components;
 

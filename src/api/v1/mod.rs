@@ -1,10 +1,17 @@
-//! The v1 API family.
+//! Version 1 of the API: the user-token endpoint, chat invokables, registry prompts and the
+//! provider proxies.
 
+pub mod chat;
 pub mod code;
+pub mod prompts;
+pub mod proxy;
 
 use actix_web::web;
 
 /// Register the v1 routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     code::configure(cfg);
+    chat::configure(cfg);
+    prompts::configure(cfg);
+    proxy::configure(cfg);
 }

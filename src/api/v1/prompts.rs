@@ -1,0 +1,335 @@
+//! `POST /v1/prompts/{prompt_id}`: run a registry prompt (spec 3.7, 6, 14.6).
+//!
+//! In the original's order: the body is validated (422, pydantic's objects); the prompt is looked
+//! up by id, the type from `model_metadata.name` / `AIGW_DEFAULT_PROMPTS` / `base`, and the
+//! version constraint (`prompt_version`, default `^1.0.0`): an unparsable constraint is a 422
+//! `Invalid version constraint`, an unknown prompt a 404 `Prompt '<id>' not found`; the caller
+//! must hold **every** unit primitive of the prompt (403 `Unauthorized to access '<id>'`); agent
+//! prompts (`chat/react`) are refused with 422 `Prompt '<id>' is not supported`; the templates
+//! are rendered strictly (a missing input is LangChain's 422, never an empty string); the model
+//! answers whole — the response is the text as a **JSON string** — or streamed as raw text
+//! labelled `text/event-stream`.
+//!
+//! An upstream that answers with an HTTP error status is reported as the original does: 421
+//! `{"detail": "<status>: <reason>"}`.
+
+use std::sync::Arc;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{Map, Value};
+
+use crate::api::schema::{read_body_with_content_type, BodyError, Errors, Loc, Str};
+use crate::api::streaming;
+use crate::http::access_log::RequestLog;
+use crate::http::body::Body;
+use crate::http::edge::{arrival_of, user_of};
+use crate::http::error::ApiError;
+use crate::inference::{CallFailure, ModelCall};
+use crate::models::{mock, ModelProvider, ModelRequest, Prompt};
+use crate::prompts::registry::AGENT_PROMPTS;
+use crate::prompts::render::RenderError;
+use crate::prompts::version::DEFAULT_CONSTRAINT;
+use crate::prompts::{Entry, ResolveError};
+use crate::state::AppState;
+
+/// The feature category of registry prompts.
+const FEATURE: &str = "ai_abstraction_layer";
+
+/// Register the route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(crate::api::route(
+        "/v1/prompts/{prompt_id:.+}",
+        Method::POST,
+        invoke,
+    ));
+}
+
+/// `model_metadata`: a model other than the definition's (self-hosted models).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMetadata {
+    /// The model name; also the prompt type looked up.
+    pub name: String,
+    /// The provider (`litellm`, ...).
+    pub provider: String,
+    /// The model's base URL.
+    pub endpoint: Option<String>,
+    /// Its API key.
+    pub api_key: Option<String>,
+    /// The model identifier at the endpoint.
+    pub identifier: Option<String>,
+}
+
+/// A validated request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptRequest {
+    /// Template inputs.
+    pub inputs: Map<String, Value>,
+    /// The version constraint.
+    pub prompt_version: Option<String>,
+    /// Stream the answer as raw text.
+    pub stream: bool,
+    /// A model override.
+    pub model_metadata: Option<ModelMetadata>,
+}
+
+fn parse_model_metadata(errors: &mut Errors, v: &Value, loc: &Loc<'_>) -> Option<ModelMetadata> {
+    let fields = errors.model(v, loc)?;
+    let name = errors.required(fields, "name", loc, |e, v, l| e.string(v, l, Str::max(255)));
+    let provider = errors.required(fields, "provider", loc, |e, v, l| {
+        e.string(v, l, Str::max(255))
+    });
+    let endpoint = errors.optional(fields, "endpoint", loc, None, |e, v, l| {
+        e.string(v, l, Str::max(255))
+    });
+    let api_key = errors.optional(fields, "api_key", loc, None, |e, v, l| {
+        e.string(v, l, Str::max(2000))
+    });
+    let identifier = errors.optional(fields, "identifier", loc, None, |e, v, l| {
+        e.string(v, l, Str::max(255))
+    });
+    Some(ModelMetadata {
+        name: name?,
+        provider: provider?,
+        endpoint: endpoint?,
+        api_key: api_key?,
+        identifier: identifier?,
+    })
+}
+
+/// Validate a body as the original's pydantic model does.
+pub fn parse_request(body: &Value) -> Result<PromptRequest, Vec<Value>> {
+    let mut errors = Errors::new();
+    let loc = Loc::root("body");
+    let Some(fields) = errors.model(body, &loc) else {
+        return Err(errors.into_values());
+    };
+    let inputs = errors.required(fields, "inputs", &loc, |e, v, l| e.dict(v, l).cloned());
+    let prompt_version = errors.optional(fields, "prompt_version", &loc, None, |e, v, l| {
+        e.string(v, l, Str::ANY)
+    });
+    let stream = errors.optional(fields, "stream", &loc, Some(false), |e, v, l| {
+        e.boolean(v, l)
+    });
+    let model_metadata =
+        errors.optional(fields, "model_metadata", &loc, None, parse_model_metadata);
+    errors.finish(|| PromptRequest {
+        inputs: inputs.unwrap_or_default(),
+        prompt_version: prompt_version.flatten(),
+        stream: stream.flatten().unwrap_or(false),
+        model_metadata: model_metadata.flatten(),
+    })
+}
+
+fn detail(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError::detail(status, message)
+}
+
+/// The model that answers `entry` (the mock in mock mode), with fault injection when active.
+///
+/// Real providers plug in here: Anthropic for `model_class_provider: anthropic`, an
+/// OpenAI-compatible client for `litellm` and `model_metadata` overrides.
+fn provider_for(
+    state: &AppState,
+    entry: &Entry,
+    metadata: Option<&ModelMetadata>,
+) -> Result<Arc<dyn ModelProvider>, ApiError> {
+    if state.settings.mock_model_responses {
+        return Ok(state.provider(Arc::new(mock::chat_model())));
+    }
+    let class = entry.definition.model.params.model_class_provider;
+    tracing::warn!(
+        target: "api.prompts",
+        model = %metadata.map(|m| m.name.as_str()).unwrap_or(entry.definition.model.name.as_str()),
+        class = ?class,
+        "no provider is configured for this prompt's model"
+    );
+    Err(ApiError::inference_failed())
+}
+
+/// The model call for a rendered prompt: the definition's sampling parameters and stops.
+fn model_request(
+    entry: &Entry,
+    messages: Vec<crate::models::Message>,
+    stream: bool,
+) -> ModelRequest {
+    let params = &entry.definition.model.params;
+    let mut request = ModelRequest::new(Prompt::Chat(messages), stream);
+    request.params.max_tokens = params.max_tokens;
+    request.params.temperature = params.temperature;
+    request.params.top_p = params.top_p;
+    request.params.top_k = params.top_k;
+    if let Some(stop) = entry
+        .definition
+        .params
+        .as_ref()
+        .and_then(|p| p.stop.clone())
+    {
+        request.params.stop = stop;
+    }
+    request
+}
+
+/// The original's answer to a failed model call: 421 with the upstream's status when it gave one.
+fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
+    log.set("model_exception_message", failure.describe());
+    if let CallFailure::Model(e) = failure {
+        if let Some(status) = e.status() {
+            log.set("model_exception_status_code", status);
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            return detail(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("{status}: {reason}"),
+            );
+        }
+    }
+    ApiError::inference_failed()
+}
+
+async fn invoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let prompt_id = path.into_inner();
+    let value = read_body_with_content_type(
+        &body.0,
+        req.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+    )
+    .map_err(|e| match e {
+        BodyError::Invalid(errors) => ApiError::Validation(errors),
+        BodyError::Unparsable => detail(StatusCode::BAD_REQUEST, BodyError::UNPARSABLE_DETAIL),
+    })?;
+    let request = parse_request(&value).map_err(ApiError::Validation)?;
+    let log = RequestLog::of(&req);
+    log.set("meta.feature_category", FEATURE);
+
+    let registry = &state.prompts;
+    let constraint = request
+        .prompt_version
+        .as_deref()
+        .unwrap_or(DEFAULT_CONSTRAINT);
+    let model_name = request.model_metadata.as_ref().map(|m| m.name.as_str());
+    let entry = registry
+        .resolve(&prompt_id, constraint, model_name)
+        .map_err(|e| match e {
+            ResolveError::InvalidConstraint => detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid version constraint",
+            ),
+            ResolveError::NotFound => detail(
+                StatusCode::NOT_FOUND,
+                format!("Prompt '{prompt_id}' not found"),
+            ),
+            ResolveError::NoMatchingVersion => detail(
+                StatusCode::NOT_FOUND,
+                format!("Prompt '{prompt_id}' has no version matching '{constraint}'"),
+            ),
+        })?;
+
+    let user =
+        user_of(&req).ok_or_else(|| ApiError::Unauthorized("Forbidden by auth provider".into()))?;
+    if !entry
+        .definition
+        .unit_primitives
+        .iter()
+        .all(|up| user.can(up, &[]))
+    {
+        return Err(ApiError::forbidden(format!(
+            "Unauthorized to access '{prompt_id}'"
+        )));
+    }
+    let events: Vec<Value> = entry
+        .definition
+        .unit_primitives
+        .iter()
+        .map(|up| Value::String(format!("request_{up}")))
+        .collect();
+    if let Some(up) = entry.definition.unit_primitives.first() {
+        log.set("meta.unit_primitive", up.as_str());
+    }
+    log.set("tracked_internal_events", Value::Array(events));
+    log.set("prompt_version", entry.version.to_string());
+
+    if AGENT_PROMPTS.contains(&prompt_id.as_str()) {
+        return Err(detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Prompt '{prompt_id}' is not supported"),
+        ));
+    }
+    if let Some(meta) = &request.model_metadata {
+        let overrides = meta.endpoint.is_some() || meta.api_key.is_some();
+        if overrides && !state.settings.custom_models.enabled {
+            return Err(detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Endpoint override not allowed when custom models are disabled.",
+            ));
+        }
+    }
+    let messages = registry
+        .render(&entry, &request.inputs)
+        .map_err(|e| match e {
+            RenderError::MissingVariables(m) | RenderError::Template(m) => {
+                detail(StatusCode::UNPROCESSABLE_ENTITY, m)
+            }
+        })?;
+    let length: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    log.set("prompt_length", length);
+
+    let provider = provider_for(&state, &entry, request.model_metadata.as_ref())?;
+    let meta = provider.metadata().clone();
+    log.set("model_engine", meta.engine.as_str());
+    log.set("model_name", meta.name.as_str());
+    let call = ModelCall::start(
+        &state,
+        provider,
+        model_request(&entry, messages, request.stream),
+        FEATURE,
+    )
+    .await
+    .map_err(|f| failure_response(&f, &log))?;
+
+    let mut builder = HttpResponse::Ok();
+    if let Some(arrived) = arrival_of(&req) {
+        let overhead = arrived.elapsed().saturating_sub(call.waited_for_first);
+        metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
+    }
+    if request.stream {
+        return Ok(streaming::raw_text(builder, call.into_events()));
+    }
+    let answer = call
+        .collect()
+        .await
+        .map_err(|f| failure_response(&f, &log))?;
+    Ok(builder
+        .content_type("application/json")
+        .body(serde_json::to_string(answer.text()).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies_validate_like_pydantic() {
+        let ok = parse_request(&json!({"inputs": {"a": 1}, "stream": true})).unwrap();
+        assert!(ok.stream);
+        assert_eq!(ok.prompt_version, None);
+        let err = parse_request(&json!({"stream": "maybe"})).unwrap_err();
+        assert_eq!(err.len(), 2);
+        assert_eq!(err[0]["type"], "missing");
+        assert_eq!(err[0]["loc"], json!(["body", "inputs"]));
+        assert_eq!(err[1]["type"], "bool_parsing");
+        let err =
+            parse_request(&json!({"inputs": [], "model_metadata": {"name": "x"}})).unwrap_err();
+        assert_eq!(err[0]["type"], "dict_type");
+        assert_eq!(err[1]["loc"], json!(["body", "model_metadata", "provider"]));
+    }
+}

@@ -1,0 +1,382 @@
+//! `POST /v1/prompts/{prompt_id}` over the real binary: resolution, every error of the endpoint,
+//! the rendered prompt reaching the model (the mock echoes what it was sent), raw-text streams.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::Gateway;
+use serde_json::{json, Value};
+
+const CHAOS_TOKEN: &str = "chaos-token-for-tests-0123456789";
+
+fn dev(extra: &[(&str, &str)]) -> Gateway {
+    Gateway::start(extra, &["--dev"])
+}
+
+async fn post(gw: &Gateway, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", gw.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_as(gw: &Gateway, token: &str, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", gw.api))
+        .bearer_auth(token)
+        .header("x-gitlab-authentication-type", "oidc")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An RS256-labelled token with `scopes` (its signature is not checked by gateways started with
+/// `AIGW_AUTH__BYPASS_JWT_SIGNATURE=true`).
+fn token(scopes: &[&str]) -> String {
+    let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
+    let claims = URL_SAFE_NO_PAD.encode(json!({"scopes": scopes, "iss": "gitlab"}).to_string());
+    format!("{header}.{claims}.bm90LWNoZWNrZWQ")
+}
+
+/// The messages the mock model was sent, from its echo.
+fn echoed_messages(answer: &str) -> Vec<Value> {
+    let echo = answer.strip_prefix("echo: ").expect("the mock's echo");
+    let v: Value = serde_json::from_str(echo).unwrap();
+    v["messages"].as_array().unwrap().clone()
+}
+
+async fn detail(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    (status, body["detail"].clone())
+}
+
+#[tokio::test]
+async fn a_registry_prompt_is_rendered_and_answered_as_a_json_string() {
+    let gw = dev(&[]);
+    let res = post(
+        &gw,
+        "/v1/prompts/generate_commit_message",
+        json!({"inputs": {"diff": "diff --git a/x b/x\n+hello"}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let answer: Value = res.json().await.unwrap();
+    let text = answer.as_str().expect("a JSON string");
+    let messages = echoed_messages(text);
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages[1]["role"], "user");
+    let user = messages[1]["content"].as_str().unwrap();
+    assert!(
+        user.contains("<diff>\ndiff --git a/x b/x\n+hello\n</diff>"),
+        "{user}"
+    );
+    assert!(
+        !user.ends_with('\n'),
+        "one trailing newline is dropped, as Jinja2 does"
+    );
+    let log = gw.access_log("/v1/prompts/generate_commit_message");
+    assert_eq!(log["meta.unit_primitive"], "generate_commit_message");
+    assert_eq!(log["prompt_version"], "1.0.0");
+    assert_eq!(
+        log["tracked_internal_events"],
+        json!(["request_generate_commit_message"])
+    );
+}
+
+#[tokio::test]
+async fn streamed_prompts_are_raw_text() {
+    let gw = dev(&[]);
+    let res = post(
+        &gw,
+        "/v1/prompts/chat/explain_code",
+        json!({"inputs": {"file_content": "fn a() {}", "selected_text": "a", "input": "why?"}, "stream": true}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let text = res.text().await.unwrap();
+    let echo: Value = serde_json::from_str(text.strip_prefix("echo: ").unwrap()).unwrap();
+    assert_eq!(echo["stream"], true);
+    let user = echo["messages"][1]["content"].as_str().unwrap();
+    assert!(user.contains("<file>\nfn a() {}\n</file>"), "{user}");
+    assert!(user.contains("why?"));
+}
+
+#[tokio::test]
+async fn every_error_of_the_endpoint() {
+    let gw = dev(&[]);
+    let p = "/v1/prompts/generate_commit_message";
+
+    let (status, d) =
+        detail(post(&gw, "/v1/prompts/no/such/prompt", json!({"inputs": {}})).await).await;
+    assert_eq!(
+        (status, d),
+        (404, json!("Prompt 'no/such/prompt' not found"))
+    );
+
+    let (status, d) = detail(
+        post(
+            &gw,
+            p,
+            json!({"inputs": {"diff": "x"}, "prompt_version": "^one"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, d), (422, json!("Invalid version constraint")));
+
+    let (status, d) = detail(
+        post(
+            &gw,
+            p,
+            json!({"inputs": {"diff": "x"}, "prompt_version": "^2.0.0"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        d,
+        "Prompt 'generate_commit_message' has no version matching '^2.0.0'"
+    );
+
+    let (status, d) = detail(post(&gw, p, json!({"inputs": {"other": 1}})).await).await;
+    assert_eq!(status, 422);
+    let d = d.as_str().unwrap();
+    assert!(
+        d.starts_with(
+            "\"Input to ChatPromptTemplate is missing variables {'diff'}.  Expected: ['diff'] Received: ['other']"
+        ),
+        "{d}"
+    );
+
+    let (status, d) =
+        detail(post(&gw, "/v1/prompts/chat/react", json!({"inputs": {}})).await).await;
+    assert_eq!(
+        (status, d),
+        (422, json!("Prompt 'chat/react' is not supported"))
+    );
+
+    // Body validation comes first, with pydantic's objects.
+    let res = post(&gw, "/v1/prompts/no/such/prompt", json!({"stream": 3})).await;
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["detail"][0]["type"], "missing");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "inputs"]));
+    assert_eq!(body["detail"][1]["type"], "bool_parsing");
+
+    // A model override with an endpoint while custom models are disabled.
+    let (status, d) = detail(
+        post(
+            &gw,
+            p,
+            json!({"inputs": {"diff": "x"}, "model_metadata": {"name": "base", "provider": "litellm", "endpoint": "http://localhost:4000"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, d),
+        (
+            422,
+            json!("Endpoint override not allowed when custom models are disabled.")
+        )
+    );
+
+    // GET is not a route.
+    let res = reqwest::Client::new()
+        .get(format!("{}{p}", gw.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+}
+
+#[tokio::test]
+async fn the_caller_needs_every_unit_primitive_of_the_prompt() {
+    let gw = Gateway::start(
+        &[
+            ("AIGW_AUTH__BYPASS_JWT_SIGNATURE", "true"),
+            ("AIGW_MOCK_MODEL_RESPONSES", "true"),
+        ],
+        &[],
+    );
+    let body = json!({"inputs": {"diff": "x"}});
+    let p = "/v1/prompts/generate_commit_message";
+    let (status, d) = detail(post_as(&gw, &token(&["duo_chat"]), p, body.clone()).await).await;
+    assert_eq!(
+        (status, d),
+        (
+            403,
+            json!("Unauthorized to access 'generate_commit_message'")
+        )
+    );
+    // 404 before 403: an unknown prompt is unknown whoever asks.
+    let (status, _) =
+        detail(post_as(&gw, &token(&[]), "/v1/prompts/nope", body.clone()).await).await;
+    assert_eq!(status, 404);
+    // 422 (body) before 403.
+    let res = post_as(&gw, &token(&[]), p, json!({})).await;
+    assert_eq!(res.status(), 422);
+
+    let res = post_as(&gw, &token(&["generate_commit_message"]), p, body).await;
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert!(answer.as_str().unwrap().starts_with("echo: "));
+
+    // No token at all: the edge answers first.
+    let res = post(&gw, p, json!({"inputs": {"diff": "x"}})).await;
+    assert_eq!(res.status(), 401);
+}
+
+fn write(dir: &std::path::Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn definition(user: &str) -> String {
+    format!(
+        "name: t\nmodel:\n  name: claude-3-5-sonnet-20241022\n  params:\n    model_class_provider: anthropic\n    max_tokens: 64\n\
+         unit_primitives:\n  - explain_code\nprompt_template:\n  user: {user:?}\n"
+    )
+}
+
+#[tokio::test]
+async fn versions_types_and_default_prompts_resolve_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        d,
+        "demo/base/1.0.0.yml",
+        &definition("base 1.0.0 {{ who }}"),
+    );
+    write(
+        d,
+        "demo/base/1.2.0.yml",
+        &definition("base 1.2.0 {% include 'demo/part.jinja' %}"),
+    );
+    write(
+        d,
+        "demo/base/2.0.0.yml",
+        &definition("base 2.0.0 {{ who }}"),
+    );
+    write(d, "demo/part.jinja", "{{ who }} {{ items }}\n");
+    write(
+        d,
+        "demo/mistral/1.0.0.yml",
+        &definition("mistral {{ who }}"),
+    );
+    write(d, "demo/vertex/1.0.0.yml", &definition("vertex {{ who }}"));
+    write(d, "other/base/1.0.0.yml", &definition("other {{ who }}"));
+    let dir_str = d.to_str().unwrap();
+    let gw = dev(&[
+        ("AIGW_PROMPTS__DIR", dir_str),
+        (
+            "AIGW_DEFAULT_PROMPTS",
+            r#"{"other": "vertex", "demo": "base"}"#,
+        ),
+        ("AIGW_CUSTOM_MODELS__ENABLED", "true"),
+    ]);
+    let user_of = |answer: Value| -> String {
+        echoed_messages(answer.as_str().unwrap())[0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let inputs = json!({"who": "Ann", "items": ["a", "b's"]});
+    for (version, expected) in [
+        (None, "base 1.2.0 Ann ['a', \"b's\"]"),
+        (Some("^1.0.0"), "base 1.2.0 Ann ['a', \"b's\"]"),
+        (Some("1.0.0"), "base 1.0.0 Ann"),
+        (Some("~1.0"), "base 1.0.0 Ann"),
+        (Some(">=1.0.0, <3"), "base 2.0.0 Ann"),
+        (Some("^2"), "base 2.0.0 Ann"),
+    ] {
+        let res = post(
+            &gw,
+            "/v1/prompts/demo",
+            json!({"inputs": inputs, "prompt_version": version}),
+        )
+        .await;
+        assert_eq!(res.status(), 200, "{version:?}");
+        assert_eq!(user_of(res.json().await.unwrap()), expected, "{version:?}");
+    }
+    // model_metadata picks the type.
+    let res = post(
+        &gw,
+        "/v1/prompts/demo",
+        json!({"inputs": inputs, "model_metadata": {"name": "mistral", "provider": "litellm", "endpoint": "http://127.0.0.1:1/v1"}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(user_of(res.json().await.unwrap()), "mistral Ann");
+    // AIGW_DEFAULT_PROMPTS picks it when the request names no model.
+    let res = post(&gw, "/v1/prompts/other", json!({"inputs": inputs})).await;
+    assert_eq!(
+        res.status(),
+        404,
+        "other/vertex does not exist, so 'other' is unknown"
+    );
+    write(d, "other/vertex/1.0.0.yml", &definition("other vertex"));
+    drop(gw);
+    let gw = dev(&[
+        ("AIGW_PROMPTS__DIR", dir_str),
+        ("AIGW_DEFAULT_PROMPTS", r#"{"other": "vertex"}"#),
+    ]);
+    let res = post(&gw, "/v1/prompts/other", json!({"inputs": inputs})).await;
+    assert_eq!(user_of(res.json().await.unwrap()), "other vertex");
+}
+
+#[test]
+fn a_broken_definition_stops_startup_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "demo/base/1.0.0.yml",
+        "name: t\nsurprise: true\n",
+    );
+    let (code, out, _) = common::run_to_exit(
+        &[("AIGW_PROMPTS__DIR", dir.path().to_str().unwrap())],
+        &["--dev"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(out.contains("demo/base/1.0.0.yml"), "{out}");
+}
+
+#[tokio::test]
+async fn an_upstream_error_status_is_a_421_with_the_status() {
+    let gw = dev(&[
+        ("AIGW_CHAOS__ENABLED", "true"),
+        ("AIGW_CHAOS__TOKEN", CHAOS_TOKEN),
+    ]);
+    let res = reqwest::Client::new()
+        .post(format!("{}/chaos/faults", gw.metrics))
+        .bearer_auth(CHAOS_TOKEN)
+        .json(&json!({"kind": "fail", "engine": "chat-model-provider-mocked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, d) = detail(
+        post(
+            &gw,
+            "/v1/prompts/generate_commit_message",
+            json!({"inputs": {"diff": "x"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, d), (421, json!("500: Internal Server Error")));
+}
