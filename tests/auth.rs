@@ -793,6 +793,40 @@ async fn key_rotation_is_picked_up_on_the_first_token_with_the_new_kid() {
 }
 
 #[tokio::test]
+async fn a_hanging_issuer_does_not_delay_another_issuers_new_key() {
+    let gitlab = TestIssuer::start(&[("issuer_a", Some("a"))]);
+    let customers_dot = TestIssuer::start(&[]);
+    customers_dot.set_hang(true);
+    let gw = gateway(
+        &gitlab,
+        &[
+            ("AIGW_CUSTOMER_PORTAL_URL", customers_dot.url.as_str()),
+            // CustomersDot's fetches would hang for 20 minutes.
+            ("AIGW_AUTH__JWKS_FETCH_TIMEOUT_S", "600"),
+        ],
+    );
+    gitlab.wait_jwks_fetches(1);
+    gitlab.set_keys(&[("issuer_b", Some("b"))]);
+    let claims = instance_claims(&gitlab.url, &["complete_code"]);
+    let token = sign("issuer_b", Some("b"), &claims);
+    let res = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .post(format!("{}/v3/code/completions", gw.api))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("X-Gitlab-Authentication-Type", "oidc")
+        .header("X-Gitlab-Realm", "saas")
+        .header("X-Gitlab-Instance-Id", "1234")
+        .json(&v3_body())
+        .send()
+        .await
+        .expect("answered without waiting for the hanging issuer");
+    assert_eq!(res.status(), 200);
+    customers_dot.set_hang(false);
+}
+
+#[tokio::test]
 async fn issuer_down_at_startup_then_up() {
     let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);
     issuer.set_down(true);
