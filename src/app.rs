@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::models::registry::Providers;
 use crate::readiness::Readiness;
 use crate::state::AppState;
 use crate::{chaos, http, logging, runtime, telemetry};
@@ -51,13 +52,31 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let providers = match Providers::from_settings(&settings) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    let quotas = match crate::quota::Quotas::new(&settings, tree.root.clone()) {
+        Ok(quotas) => Arc::new(quotas),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
+        providers,
         faults: chaos::active(&settings).then(Faults::default),
+        quotas,
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),
@@ -125,6 +144,8 @@ pub async fn run(settings: Settings) -> ExitCode {
     let metrics = actix_web::rt::spawn(servers.metrics);
     let mut root_done = tree.root_done;
 
+    // Whether the tree already stopped: its handle must not be polled again once it completed.
+    let mut tree_stopped = false;
     let code = tokio::select! {
         signal = shutdown_signal() => {
             log("info", "shutting down: draining in-flight requests", json!({
@@ -136,6 +157,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ = &mut root_done => {
+            tree_stopped = true;
             log("critical", "actor tree stopped: restart budget exhausted", json!({}));
             tokio::join!(api_handle.stop(false), metrics_handle.stop(false));
             ExitCode::from(EXIT_SUPERVISOR_GAVE_UP)
@@ -143,8 +165,10 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     let _ = api.await;
     let _ = metrics.await;
-    tree.root.stop(None);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    if !tree_stopped {
+        tree.root.stop(None);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    }
     log("info", "stopped", json!({}));
     code
 }

@@ -17,6 +17,7 @@ pub mod inference;
 pub mod logging;
 pub mod models;
 pub mod pyjson;
+pub mod quota;
 pub mod readiness;
 pub mod runtime;
 pub mod state;

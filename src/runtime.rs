@@ -7,7 +7,8 @@
 //! └── JwksActor × OIDC issuers (kind `jwks`: GitLab, CustomersDot)
 //! ```
 //!
-//! Later parts add their actors here (a QuotaActor per model).
+//! QuotaActors (one per model with limits) join the root on their first call, with kind `quota`
+//! (`crate::quota::Quotas`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -245,3 +245,5 @@ pub fn metric_value(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+pub mod fake_upstream;
+pub mod providers;
