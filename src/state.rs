@@ -12,9 +12,9 @@ use crate::config::Settings;
 use crate::faults::Faults;
 use crate::models::registry::Providers;
 use crate::models::ModelProvider;
-use crate::quota::Quotas;
 use crate::prompts::PromptRegistry;
 use crate::proxy::Upstreams;
+use crate::quota::Quotas;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
