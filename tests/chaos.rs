@@ -24,6 +24,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::issuer::{instance_claims, instance_headers, sign, TestIssuer};
 use common::{metric_value, Gateway};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -41,6 +42,43 @@ fn gateway(extra: &[(&str, &str)]) -> Gateway {
     ];
     env.extend_from_slice(extra);
     Gateway::start(&env, &["--dev"])
+}
+
+/// Limits on both mock models, far above what the traffic needs: the quota path runs (and its
+/// actors can be killed) without refusing anything but parked calls.
+const QUOTAS: &str = r#"{
+  "llm-provider-mocked": {"llm-mocked": {"max_concurrent": 1000, "requests_per_minute": 10000000, "tokens_per_minute": 1000000000}},
+  "chat-model-provider-mocked": {"chat-model-mocked": {"max_concurrent": 1000, "requests_per_minute": 10000000, "tokens_per_minute": 1000000000}}
+}"#;
+
+/// A gateway that authenticates every call against `issuer`'s keys (verifying every signature:
+/// no token cache) and enforces quotas on the mock models.
+fn authenticated_gateway(issuer: &TestIssuer) -> Gateway {
+    let gw = gateway(&[
+        ("AIGW_AUTH__BYPASS_EXTERNAL", "false"),
+        ("AIGW_ENVIRONMENT", "test"),
+        ("AIGW_GITLAB_URL", issuer.url.as_str()),
+        ("AIGW_AUTH__TOKEN_CACHE_SIZE", "0"),
+        ("AIGW_MODEL_QUOTAS", QUOTAS),
+    ]);
+    issuer.wait_jwks_fetches(1);
+    gw
+}
+
+/// Authorization and the instance headers for a call.
+fn credentials(issuer: &TestIssuer) -> Vec<(String, String)> {
+    let token = sign(
+        "issuer_a",
+        Some("a"),
+        &instance_claims(&issuer.url, &["complete_code", "generate_code"]),
+    );
+    let mut headers = vec![("Authorization".to_string(), format!("Bearer {token}"))];
+    headers.extend(
+        instance_headers()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    headers
 }
 
 async fn admin(gw: &Gateway, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
@@ -124,9 +162,19 @@ fn essence(kind: Kind, body: &str) -> Option<String> {
     }
 }
 
-async fn call(client: &reqwest::Client, api: &str, kind: Kind, baseline: &str) -> Outcome {
+async fn call(
+    client: &reqwest::Client,
+    api: &str,
+    headers: &[(String, String)],
+    kind: Kind,
+    baseline: &str,
+) -> Outcome {
     let (path, body) = kind.request();
-    let res = match client.post(format!("{api}{path}")).json(&body).send().await {
+    let mut req = client.post(format!("{api}{path}")).json(&body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let res = match req.send().await {
         Ok(res) => res,
         Err(e) if e.is_timeout() => return Outcome::Defect(format!("hung: {e}")),
         Err(e) => return Outcome::Defect(format!("no response: {e:?}")),
@@ -210,6 +258,27 @@ async fn wait_metric(gw: &Gateway, what: &str, pred: impl Fn(&str) -> bool) -> S
     }
 }
 
+/// The supervised kinds the killer targets (`request` actors are not restarted: their calls end).
+const KILLED_KINDS: [&str; 3] = ["requests", "jwks", "quota"];
+
+fn restarts_of(text: &str, kind: &str) -> f64 {
+    metric_value(
+        text,
+        "actor_restarts_total",
+        &[&format!("actor=\"{kind}\"")],
+    )
+    .unwrap_or(0.0)
+}
+
+fn concurrency_saturation_total(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("quota_saturation_ratio{") && l.contains("dimension=\"concurrency\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn in_flight_total(text: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with("model_inferences_in_flight{"))
@@ -230,8 +299,9 @@ enum Until {
 struct Report {
     records: Vec<Record>,
     kills: Vec<Kill>,
-    restarts_before: f64,
-    restarts_after: f64,
+    /// `actor_restarts_total` per kind of [`KILLED_KINDS`], before and after.
+    restarts_before: Vec<f64>,
+    restarts_after: Vec<f64>,
     rss_before_kib: u64,
     rss_after_kib: u64,
     elapsed: Duration,
@@ -251,7 +321,12 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Run the mixed traffic against `gw` while killing actors and injecting faults, then check
 /// every invariant of the module docs; the report is for printing.
-async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
+async fn chaos_run(
+    gw: &Gateway,
+    headers: Vec<(String, String)>,
+    workers: usize,
+    until: Until,
+) -> Report {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -262,12 +337,11 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
     let mut baselines = Vec::new();
     for kind in Kind::ALL {
         let (path, body) = kind.request();
-        let res = client
-            .post(format!("{}{path}", gw.api))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let mut req = client.post(format!("{}{path}", gw.api)).json(&body);
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        let res = req.send().await.unwrap();
         assert_eq!(res.status(), 200);
         let text = res.text().await.unwrap();
         baselines.push(essence(kind, &text).expect("baseline parses"));
@@ -275,11 +349,12 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
     for i in 0..200 {
         let kind = Kind::ALL[i % 3];
         assert_eq!(
-            call(&client, &gw.api, kind, &baselines[i % 3]).await,
+            call(&client, &gw.api, &headers, kind, &baselines[i % 3]).await,
             Outcome::Ok
         );
     }
     let baselines = Arc::new(baselines);
+    let headers = Arc::new(headers);
     let rss_before_kib = rss_kib(gw.pid());
 
     // The chat model misbehaves in every way a provider can; the first matching rule whose
@@ -297,8 +372,10 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
     }
 
     let before = gw.metrics_text().await;
-    let restarts_before =
-        metric_value(&before, "actor_restarts_total", &["actor=\"requests\""]).unwrap_or(0.0);
+    let restarts_before: Vec<f64> = KILLED_KINDS
+        .iter()
+        .map(|kind| restarts_of(&before, kind))
+        .collect();
 
     let started = Instant::now();
     let records = Arc::new(Mutex::new(Vec::<Record>::new()));
@@ -309,6 +386,7 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
         let api = gw.api.clone();
         let records = Arc::clone(&records);
         let baselines = Arc::clone(&baselines);
+        let headers = Arc::clone(&headers);
         let done = Arc::clone(&done);
         tasks.push(tokio::spawn(async move {
             let mut i = 0;
@@ -321,7 +399,7 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
                 let index = (w + i) % Kind::ALL.len();
                 let kind = Kind::ALL[index];
                 let call_started = Instant::now();
-                let outcome = call(&client, &api, kind, &baselines[index]).await;
+                let outcome = call(&client, &api, &headers, kind, &baselines[index]).await;
                 records.lock().unwrap().push(Record {
                     kind,
                     started: call_started,
@@ -334,11 +412,11 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
         }));
     }
 
-    // The killer: one in-flight request actor at a time, and every fourth round the whole
-    // request subtree, until the traffic is over.
+    // The killer, round after round until the traffic is over: one in-flight request actor, the
+    // JWKS actors, the quota actors, the whole request subtree.
     let mut kills = Vec::new();
-    let mut subtree_restarts = 0.0;
-    let mut round = 0u32;
+    let mut restarts_expected = restarts_before.clone();
+    let mut round = 0usize;
     // A long run's steady state is read a tenth of the way in, under the chaos itself (the
     // first panics, kills and restarts allocate what they keep).
     let steady_after = match until {
@@ -346,12 +424,9 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
         Until::Calls(_) => Duration::MAX,
     };
     let mut rss_steady_kib = None;
-    while done.load(std::sync::atomic::Ordering::SeqCst) < workers {
-        let kind = if round % 4 == 3 {
-            "requests"
-        } else {
-            "request"
-        };
+    // At least two full rounds, however fast the traffic is over.
+    while done.load(std::sync::atomic::Ordering::SeqCst) < workers || round < 8 {
+        let kind = ["request", "jwks", "quota", "requests"][round % 4];
         let sent = Instant::now();
         let answer = admin(
             gw,
@@ -361,13 +436,13 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
         )
         .await;
         let killed = answer["killed"].as_u64().unwrap();
-        if kind == "requests" && killed > 0 {
-            // A killed subtree takes the calls it is still starting with it until its successor
-            // is up: the kill is over once the restart is counted.
-            subtree_restarts += killed as f64;
-            let want = restarts_before + subtree_restarts;
-            wait_metric(gw, "the killed subtree restarted", |text| {
-                metric_value(text, "actor_restarts_total", &["actor=\"requests\""]) >= Some(want)
+        if let Some(i) = KILLED_KINDS.iter().position(|k| *k == kind) {
+            // A killed supervised actor is over once its restart is counted (a killed request
+            // subtree takes the calls it is still starting with it until then).
+            restarts_expected[i] += killed as f64;
+            let want = restarts_expected[i];
+            wait_metric(gw, "the killed actors restarted", |text| {
+                restarts_of(text, kind) >= want
             })
             .await;
         }
@@ -423,21 +498,26 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
         .count();
     assert!(untargeted_ok > 0);
 
-    // The supervisor restarted each killed request subtree once, and nothing is left in flight.
-    let subtree_kills: u64 = kills
-        .iter()
-        .filter(|k| k.kind == "requests")
-        .map(|k| k.killed)
-        .sum();
-    assert!(
-        subtree_kills > 0,
-        "the traffic ended before any subtree kill"
-    );
-    let expected = restarts_before + subtree_kills as f64;
-    let text = wait_metric(gw, "restarts counted and in-flight back to 0", |text| {
-        metric_value(text, "actor_restarts_total", &["actor=\"requests\""]) == Some(expected)
-            && in_flight_total(text) == 0.0
-    })
+    // The supervisors restarted every killed actor exactly once, nothing is left in flight and
+    // no quota holds a slot for a call that is over.
+    for (i, kind) in KILLED_KINDS.iter().enumerate() {
+        assert!(
+            restarts_expected[i] > restarts_before[i],
+            "the traffic ended before any {kind} kill"
+        );
+    }
+    let text = wait_metric(
+        gw,
+        "restarts counted, in-flight and quota slots back to 0",
+        |text| {
+            KILLED_KINDS
+                .iter()
+                .enumerate()
+                .all(|(i, kind)| restarts_of(text, kind) == restarts_expected[i])
+                && in_flight_total(text) == 0.0
+                && concurrency_saturation_total(text) == 0.0
+        },
+    )
     .await;
     assert!(metric_value(
         &text,
@@ -446,20 +526,27 @@ async fn chaos_run(gw: &Gateway, workers: usize, until: Until) -> Report {
     )
     .is_some());
 
-    // Faults cleared: every kind answers as before.
+    // Faults cleared: every kind answers as before, once the chat model's parking (the injected
+    // provider 429s asked for a one-second back-off) has run out.
     admin(gw, reqwest::Method::DELETE, "/chaos/faults", None).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
     for (index, kind) in Kind::ALL.into_iter().enumerate() {
-        assert_eq!(
-            call(&client, &gw.api, kind, &baselines[index]).await,
-            Outcome::Ok,
-            "{kind:?} after the chaos"
-        );
+        loop {
+            let outcome = call(&client, &gw.api, &headers, kind, &baselines[index]).await;
+            let parked = matches!(&outcome, Outcome::CleanError(e) if e.starts_with("429"));
+            if parked && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            assert_eq!(outcome, Outcome::Ok, "{kind:?} after the chaos");
+            break;
+        }
     }
     Report {
         records,
         kills,
         restarts_before,
-        restarts_after: expected,
+        restarts_after: restarts_expected,
         rss_before_kib: rss_steady_kib.unwrap_or(rss_before_kib),
         rss_after_kib: rss_kib(gw.pid()),
         elapsed,
@@ -503,9 +590,14 @@ impl Report {
             ),
             ("request actors killed", kills("request").to_string()),
             ("request subtrees killed", kills("requests").to_string()),
+            ("JWKS actors killed", kills("jwks").to_string()),
+            ("quota actors killed", kills("quota").to_string()),
             (
-                "actor_restarts_total{actor=requests} rise",
-                format!("{}", self.restarts_after - self.restarts_before),
+                "actor_restarts_total rise (requests / jwks / quota)",
+                (0..3)
+                    .map(|i| format!("{}", self.restarts_after[i] - self.restarts_before[i]))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
             ),
             (
                 "RSS before (steady state under chaos in a soak; after warm-up otherwise)",
@@ -526,8 +618,9 @@ impl Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_traffic_survives_actor_kills_and_provider_faults() {
-    let gw = gateway(&[]);
-    let report = chaos_run(&gw, 6, Until::Calls(45)).await;
+    let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);
+    let gw = authenticated_gateway(&issuer);
+    let report = chaos_run(&gw, credentials(&issuer), 6, Until::Calls(45)).await;
     assert_eq!(report.records.len(), 6 * 45);
     println!("{}", report.table());
     if std::env::var("CHAOS_DEBUG").is_ok() {
@@ -550,8 +643,15 @@ async fn chaos_soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
-    let gw = gateway(&[]);
-    let report = chaos_run(&gw, workers, Until::Elapsed(Duration::from_secs(seconds))).await;
+    let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);
+    let gw = authenticated_gateway(&issuer);
+    let report = chaos_run(
+        &gw,
+        credentials(&issuer),
+        workers,
+        Until::Elapsed(Duration::from_secs(seconds)),
+    )
+    .await;
     println!("{}", report.table());
     let growth = report.rss_after_kib as f64 / report.rss_before_kib.max(1) as f64;
     assert!(
