@@ -7,6 +7,8 @@
 #
 #   bash bench/added-latency.sh              # 15 s per measurement
 #   DURATION=5s bash bench/added-latency.sh  # quicker
+#   GW_EXTRA_ENV=AIGW_AUTH__BYPASS_EXTERNAL=true bash bench/added-latency.sh
+#                                            # without JWT verification (while no key source is wired)
 #
 # Pinning: the upstream, the gateway and the load generator each get their own CPU where the
 # machine has enough (taskset); on 2 cores the gateway and the upstream share one.
@@ -24,7 +26,7 @@ cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
 BIN=$ROOT/target/release
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -71,14 +73,14 @@ env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$port" \
     AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
     AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
     AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
-    ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" \
+    ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" ${GW_EXTRA_ENV:-} \
     "${GW_PIN[@]}" "$BIN/ai-gateway" >"$WORK/gateway.out" 2>&1 &
 PIDS+=($!); GW="http://127.0.0.1:$port"; wait_http "$GW/monitoring/healthz"
 
 measure() { # name url body [headers...]
   local name=$1 url=$2 body=$3; shift 3
   pin "$LG_CPU" "$BIN/loadgen" --threads 1 closed --url "$url" --body "$body" "$@" \
-    --concurrency 1 --duration "$DUR" --warmup "$WARM" >"$WORK/$name.json" 2>>"$WORK/loadgen.log"
+    --concurrency 1 --duration "$DUR" --warmup "$WARM" >"$WORK/result-$name.json" 2>>"$WORK/loadgen.log"
 }
 
 say "whole answers: direct, then through the gateway ($DUR each)"
@@ -92,7 +94,7 @@ python3 - "$WORK" <<'PY'
 import json, sys, os
 work = sys.argv[1]
 def load(n):
-    with open(os.path.join(work, n + ".json")) as f:
+    with open(os.path.join(work, "result-" + n + ".json")) as f:
         return json.load(f)
 print(f"{'':24}{'p50 µs':>10}{'p99 µs':>10}{'req/s':>10}{'ok':>8}{'failed':>8}")
 rows = {}
@@ -102,5 +104,5 @@ for n in ["direct", "gateway", "direct-stream", "gateway-stream"]:
     rows[n] = lat
     print(f"{n:24}{lat['p50']:>10}{lat['p99']:>10}{r['requests_per_s']:>10.0f}{r['requests']['ok']:>8}{r['requests']['failed']:>8}")
 for kind, d, g in [("whole", "direct", "gateway"), ("streamed", "direct-stream", "gateway-stream")]:
-    print(f"added latency, {kind:9}: p50 {rows[g]['p50'] - rows[d]['p50']} µs, p99 {rows[g]['p99'] - rows[d]['p99']} µs")
+    print(f"added latency, {kind:9}: p50 {rows[g]['p50'] - rows[d]['p50']:.1f} µs, p99 {rows[g]['p99'] - rows[d]['p99']:.1f} µs")
 PY
