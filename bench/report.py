@@ -74,7 +74,7 @@ for c in sweep:
         f"| {us(dp50)} | {us(gp50)} | {us(gp50 - dp50)} | {us(dp99)} | {us(gp99)} | {us(gp99 - dp99)} | {cpu_per:,.0f} µs |"
     )
 
-lines.append("\n## Streaming: 64 deltas paced 20 ms (Anthropic SSE upstream → v4 SSE to the client)\n")
+lines.append("\n## Streaming: 64 deltas paced 20 ms (Anthropic SSE upstream → /v2/code/completions raw-text stream to the client)\n")
 lines.append("| streams | direct ok/dropped | gateway ok/dropped | late frames (gw) | direct TTFT p50/p99 | gateway TTFT p50/p99 | added TTFT p99 | direct gap p99 | gateway gap p99 | added gap p99 | gateway RSS |")
 lines.append("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 for n in streams:

@@ -12,6 +12,8 @@
 # table in BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# 2,000 streams hold 2,000 client and 2,000 upstream sockets in the gateway.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 ROOT=$PWD
 
 QUICK=0
@@ -57,8 +59,10 @@ EOF
 cat > "$WORK/gw.json" <<'EOF'
 {"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
 EOF
+# Streamed through /v2/code/completions (raw text): the one streaming endpoint a self-signed
+# user token may call, as in the original.
 cat > "$WORK/gw-stream.json" <<'EOF'
-{"prompt_components":[{"type":"code_editor_completion","payload":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":"","model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true}}]}
+{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true,"prompt":[{"role":"user","content":"def hello_world():"}]}
 EOF
 cat > "$WORK/mock-model.json" <<'EOF'
 {"prompt_version":1,"current_file":{"file_name":"main.py","content_above_cursor":"def is_even(n: int) ->","content_below_cursor":""}}
@@ -106,7 +110,7 @@ start_gateway
 for n in $STREAMS; do
   ramp=$(( n / 2 ))
   loadgen streams --url "$MOCK/v1/messages" --body "$WORK/anthropic-stream.json" --streams "$n" --deltas 64 --interval-ms 20 --ramp-ms "$ramp" >"$OUT/direct-streams$n.json"
-  loadgen streams --url "$GW/v4/code/suggestions" --body "$WORK/gw-stream.json" "${AUTH[@]}" --streams "$n" --deltas 64 --interval-ms 20 --ramp-ms "$ramp" >"$OUT/gateway-streams$n.json" &
+  loadgen streams --url "$GW/v2/code/completions" --body "$WORK/gw-stream.json" "${AUTH[@]}" --streams "$n" --deltas 64 --interval-ms 20 --ramp-ms "$ramp" >"$OUT/gateway-streams$n.json" &
   LG=$!; sleep 1.0; echo "$(rss_kb "$GW_PID")" >"$OUT/gateway-streams$n.rss"; wait $LG
 done
 GW_AFTER_RSS=$(rss_kb "$GW_PID")
