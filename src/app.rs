@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::web;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{Authenticator, BypassSettings, NoKeys};
+use crate::auth::Authenticator;
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
@@ -51,14 +51,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
-    let auth = Authenticator::new(
-        BypassSettings {
-            external: settings.auth.bypass_external,
-            external_with_header: settings.auth.bypass_external_with_header,
-        },
-        settings.external.service_name.clone(),
-        Arc::new(NoKeys),
-    );
+    let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
     let quotas = match crate::quota::Quotas::new(&settings, tree.root.clone()) {
         Ok(quotas) => Arc::new(quotas),
         Err(e) => {
@@ -120,6 +113,20 @@ pub async fn run(settings: Settings) -> ExitCode {
             json!({}),
         );
     }
+    if settings.auth.bypass_external_with_header {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_EXTERNAL_WITH_HEADER is on: a request with Bypass-Auth: true is served without authentication",
+            json!({}),
+        );
+    }
+    if settings.auth.bypass_jwt_signature {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_JWT_SIGNATURE is on: token signatures are not verified",
+            json!({}),
+        );
+    }
 
     let api_handle = servers.api_handle.clone();
     let metrics_handle = servers.metrics_handle.clone();
@@ -127,6 +134,8 @@ pub async fn run(settings: Settings) -> ExitCode {
     let metrics = actix_web::rt::spawn(servers.metrics);
     let mut root_done = tree.root_done;
 
+    // Whether the tree already stopped: its handle must not be polled again once it completed.
+    let mut tree_stopped = false;
     let code = tokio::select! {
         signal = shutdown_signal() => {
             log("info", "shutting down: draining in-flight requests", json!({
@@ -138,6 +147,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ = &mut root_done => {
+            tree_stopped = true;
             log("critical", "actor tree stopped: restart budget exhausted", json!({}));
             tokio::join!(api_handle.stop(false), metrics_handle.stop(false));
             ExitCode::from(EXIT_SUPERVISOR_GAVE_UP)
@@ -145,8 +155,10 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     let _ = api.await;
     let _ = metrics.await;
-    tree.root.stop(None);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    if !tree_stopped {
+        tree.root.stop(None);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    }
     log("info", "stopped", json!({}));
     code
 }

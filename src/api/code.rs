@@ -25,6 +25,7 @@ use super::schema::code::{
 use super::schema::components::{parse_completion_request, PromptComponent};
 use super::schema::{read_body_with_content_type, BodyError};
 use super::streaming;
+use crate::auth::authz::{self, Denied};
 use crate::code_suggestions::language::{file_extension, Language};
 use crate::code_suggestions::language_server::supports_advanced_context;
 use crate::code_suggestions::{post, prompt as builder, tokens};
@@ -200,23 +201,22 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
-/// Authorize `unit_primitive`, refusing the gateway's own tokens where `self_signed_refused`.
+/// Authorize the endpoint's unit primitive (spec 2.6), after body validation.
 fn authorize(
     req: &HttpRequest,
     state: &AppState,
-    unit_primitive: &str,
-    self_signed_refused: bool,
-    detail: &str,
+    requirement: &authz::Requirement,
 ) -> Result<(), ApiError> {
-    let user =
-        user_of(req).ok_or_else(|| ApiError::Unauthorized("Forbidden by auth provider".into()))?;
-    let service = state.settings.external.service_name.as_str();
-    let disallowed: &[&str] = if self_signed_refused { &[service] } else { &[] };
-    if user.can(unit_primitive, disallowed) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(detail))
-    }
+    let user = user_of(req);
+    authz::check(
+        user.as_deref(),
+        requirement,
+        &state.settings.external.service_name,
+    )
+    .map_err(|denied| match denied {
+        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
+        Denied::Forbidden(detail) => ApiError::forbidden(detail),
+    })
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -834,13 +834,7 @@ async fn v2_completions(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_code_completions(&value).map_err(validation)?;
-    authorize(
-        &req,
-        &state,
-        "complete_code",
-        false,
-        "Unauthorized to access code completions",
-    )?;
+    authorize(&req, &state, &authz::CODE_COMPLETIONS)?;
     let file = &request.current_file;
     let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
     record_language(
@@ -865,13 +859,7 @@ async fn v2_generations(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_code_generations(&value).map_err(validation)?;
-    authorize(
-        &req,
-        &state,
-        "generate_code",
-        true,
-        "Unauthorized to access code generations",
-    )?;
+    authorize(&req, &state, &authz::CODE_GENERATIONS)?;
     let plan = plan_v2_generation(&request)?;
     let (engine, name) = plan.target.labels();
     record_telemetry(&request, engine, &name);
@@ -1007,13 +995,7 @@ async fn components_endpoint(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_completion_request(&value).map_err(validation)?;
-    authorize(
-        &req,
-        &state,
-        "complete_code",
-        true,
-        "Unauthorized to access code suggestions",
-    )?;
+    authorize(&req, &state, &authz::CODE_SUGGESTIONS)?;
     let mut plan = plan_components(&req, &request.prompt_components)?;
     let log = RequestLog::of(&req);
     let lang = plan.lang;

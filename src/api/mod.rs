@@ -8,6 +8,7 @@ pub mod code;
 pub mod monitoring;
 pub mod schema;
 pub mod streaming;
+pub mod v1;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
@@ -18,6 +19,7 @@ use crate::http::error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     monitoring::configure(cfg);
     code::configure(cfg);
+    v1::configure(cfg);
 }
 
 /// A resource that answers `method` at `path` with `handler` and 405 to other methods.
