@@ -11,6 +11,8 @@ need_pkgs=()
 command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -38,6 +40,13 @@ if compgen -G "config/prometheus/*.yml" >/dev/null; then
     promtool test rules config/prometheus/tests/*.yml
   fi
 fi
+
+# A real self-hosted model (llama.cpp's OpenAI-compatible server with SmolLM2-135M) for
+# tests/real_model.rs; the first run builds llama-cpp-python into ~/.cache/ai-gateway (minutes).
+say "starting the real model server (scripts/real-model.sh)"
+AIGW_REAL_MODEL_URL="$(scripts/real-model.sh start)"
+export AIGW_REAL_MODEL_URL
+trap 'scripts/real-model.sh stop' EXIT
 
 say "cargo test"
 cargo test --workspace --locked

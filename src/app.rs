@@ -6,11 +6,11 @@ use std::sync::Arc;
 use actix_web::web;
 use serde_json::{json, Map, Value};
 
-use crate::auth::unverified::UnverifiedSignature;
-use crate::auth::{Authenticator, BypassSettings, NoKeys, TokenVerifier};
+use crate::auth::Authenticator;
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::models::registry::Providers;
 use crate::prompts::PromptRegistry;
 use crate::proxy::Upstreams;
 use crate::readiness::Readiness;
@@ -54,6 +54,14 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
+    let providers = match Providers::from_settings(&settings) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let prompts_dir = crate::prompts::definitions_dir(&settings.prompts.dir);
     let prompts = match PromptRegistry::load(&prompts_dir, settings.default_prompts.clone()) {
         Ok(prompts) => prompts,
@@ -63,6 +71,14 @@ pub async fn run(settings: Settings) -> ExitCode {
                 "prompt definitions cannot be loaded",
                 json!({ "dir": prompts_dir.display().to_string(), "error": e.to_string() }),
             );
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
+    let quotas = match crate::quota::Quotas::new(&settings, tree.root.clone()) {
+        Ok(quotas) => Arc::new(quotas),
+        Err(e) => {
+            log("error", "startup failed", json!({ "error": e }));
             tree.root.stop(None);
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
@@ -84,30 +100,17 @@ pub async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EXIT_STARTUP_FAILED);
         }
     };
-    // Without signature checks (development and tests only) tokens are decoded as they are.
-    let verifier: Arc<dyn TokenVerifier> = if settings.auth.bypass_jwt_signature {
-        Arc::new(UnverifiedSignature::new(
-            settings.external.service_name.clone(),
-        ))
-    } else {
-        Arc::new(NoKeys)
-    };
-    let auth = Authenticator::new(
-        BypassSettings {
-            external: settings.auth.bypass_external,
-            external_with_header: settings.auth.bypass_external_with_header,
-        },
-        settings.external.service_name.clone(),
-        verifier,
-    );
+    let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),
         requests: tree.requests.clone(),
         readiness: Arc::new(Readiness::from_settings(&settings)),
+        providers,
         faults: chaos::active(&settings).then(Faults::default),
         prompts: Arc::new(prompts),
         upstreams: Arc::new(upstreams),
+        quotas,
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),
@@ -154,6 +157,20 @@ pub async fn run(settings: Settings) -> ExitCode {
             json!({}),
         );
     }
+    if settings.auth.bypass_external_with_header {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_EXTERNAL_WITH_HEADER is on: a request with Bypass-Auth: true is served without authentication",
+            json!({}),
+        );
+    }
+    if settings.auth.bypass_jwt_signature {
+        log(
+            "critical",
+            "AIGW_AUTH__BYPASS_JWT_SIGNATURE is on: token signatures are not verified",
+            json!({}),
+        );
+    }
 
     let api_handle = servers.api_handle.clone();
     let metrics_handle = servers.metrics_handle.clone();
@@ -161,6 +178,8 @@ pub async fn run(settings: Settings) -> ExitCode {
     let metrics = actix_web::rt::spawn(servers.metrics);
     let mut root_done = tree.root_done;
 
+    // Whether the tree already stopped: its handle must not be polled again once it completed.
+    let mut tree_stopped = false;
     let code = tokio::select! {
         signal = shutdown_signal() => {
             log("info", "shutting down: draining in-flight requests", json!({
@@ -172,6 +191,7 @@ pub async fn run(settings: Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ = &mut root_done => {
+            tree_stopped = true;
             log("critical", "actor tree stopped: restart budget exhausted", json!({}));
             tokio::join!(api_handle.stop(false), metrics_handle.stop(false));
             ExitCode::from(EXIT_SUPERVISOR_GAVE_UP)
@@ -179,8 +199,10 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     let _ = api.await;
     let _ = metrics.await;
-    tree.root.stop(None);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    if !tree_stopped {
+        tree.root.stop(None);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;
+    }
     log("info", "stopped", json!({}));
     code
 }

@@ -89,6 +89,9 @@ pub struct Settings {
     pub model_endpoints: ModelEndpoints,
     /// `AIGW_MODEL_ENGINE_CONCURRENCY_LIMITS`: `{"anthropic": {"claude-2.1": 15}}`.
     pub model_engine_concurrency_limits: BTreeMap<String, BTreeMap<String, u32>>,
+    /// `AIGW_MODEL_QUOTAS` (new): `{"anthropic": {"claude-3-5-sonnet-20240620": {"max_concurrent": 20,
+    /// "requests_per_minute": 600, "tokens_per_minute": 400000}}}`, enforced per model.
+    pub model_quotas: BTreeMap<String, BTreeMap<String, ModelQuota>>,
     /// `AIGW_DEFAULT_PROMPTS`: `{"chat/react": "vertex"}`.
     pub default_prompts: BTreeMap<String, String>,
     /// `AIGW_ABUSE_DETECTION__*`.
@@ -107,6 +110,8 @@ pub struct Settings {
     pub chaos: Chaos,
     /// `AIGW_PROMPTS__*`: where the prompt definitions are read from.
     pub prompts: Prompts,
+    /// `AIGW_QUOTA__*`: how per-model quotas are enforced.
+    pub quota: QuotaConfig,
 
     /// Variables outside the `AIGW_` prefix that the original also reads.
     #[serde(skip)]
@@ -375,6 +380,18 @@ pub struct Models {
     pub stream_buffer_chunks: usize,
     /// Keep-alive comment interval of SSE streams, seconds (the original: 15).
     pub sse_ping_interval_s: f64,
+    /// Retries of an upstream call that failed before its first byte with a retryable error
+    /// (connection refused, 408, 409, 429, 5xx); the original's SDK clients retry once.
+    pub max_retries: u32,
+    /// First retry delay, milliseconds; doubles per retry, with full jitter.
+    pub retry_backoff_ms: u64,
+    /// An upstream 429 is retried only when its `Retry-After` is at most this long, milliseconds;
+    /// a longer one is handed back to the client (503 with `Retry-After`).
+    pub retry_after_max_ms: u64,
+    /// TCP connect timeout of upstream connections, seconds (the original: 5).
+    pub connect_timeout_s: f64,
+    /// Idle keep-alive connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
 }
 
 /// `AIGW_SUPERVISOR__*` (new): the restart budget of the actor tree.
@@ -412,6 +429,65 @@ pub struct Prompts {
     pub dir: String,
 }
 
+/// The limits of one model (`AIGW_MODEL_QUOTAS`); an absent limit is no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelQuota {
+    /// Calls in flight at once (overrides `AIGW_MODEL_ENGINE_CONCURRENCY_LIMITS`).
+    pub max_concurrent: Option<u64>,
+    /// Calls started per minute (sliding window).
+    pub requests_per_minute: Option<u64>,
+    /// Input + output tokens per minute (sliding window; reserved before, reconciled after).
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// `AIGW_QUOTA__*` (new): how quotas are enforced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// `local` (counts in this process) or `redis` (shared by a fleet).
+    pub backend: String,
+    /// `redis://host:port/db` when the backend is `redis`.
+    pub redis_url: String,
+    /// Longest wait for one Redis script, milliseconds.
+    pub redis_timeout_ms: u64,
+    /// Prefix of the Redis keys.
+    pub key_prefix: String,
+    /// When Redis is unreachable: `open` (admit, limits held per instance, loudly counted) or
+    /// `closed` (refuse with 503).
+    pub fail_mode: String,
+    /// Measure and report, never refuse.
+    pub shadow: bool,
+    /// Longest wait for capacity before a 429, milliseconds (0: refuse at once).
+    pub max_wait_ms: u64,
+    /// Largest number of calls waiting per model.
+    pub max_queue: usize,
+    /// Largest number of reservations on their way to one model's actor.
+    pub max_mailbox: usize,
+    /// How long a provider 429 without `Retry-After` parks the model, seconds.
+    pub park_default_s: f64,
+    /// Output tokens reserved for a call that does not set `max_tokens`.
+    pub default_output_tokens: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            redis_url: String::new(),
+            redis_timeout_ms: 250,
+            key_prefix: "aigw:quota".into(),
+            fail_mode: "open".into(),
+            shadow: false,
+            max_wait_ms: 100,
+            max_queue: 64,
+            max_mailbox: 1024,
+            park_default_s: 5.0,
+            default_output_tokens: 1024,
+        }
+    }
+}
+
 /// Variables without the `AIGW_` prefix.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct External {
@@ -426,8 +502,8 @@ pub struct External {
     pub runway_region: Option<String>,
     /// `GOOGLE_APPLICATION_CREDENTIALS`: service-account key file.
     pub google_application_credentials: Option<String>,
-    /// `GCE_METADATA_HOST`: the GCE metadata server (`host[:port]`), as Google's client
-    /// libraries read it; default `metadata.google.internal`.
+    /// `GCE_METADATA_HOST`: the metadata server (default `metadata.google.internal`), as the
+    /// Google client libraries read it.
     pub gce_metadata_host: Option<String>,
 }
 
@@ -457,6 +533,7 @@ impl Default for Settings {
             model_keys: ModelKeys::default(),
             model_endpoints: ModelEndpoints::default(),
             model_engine_concurrency_limits: BTreeMap::new(),
+            model_quotas: BTreeMap::new(),
             default_prompts: BTreeMap::new(),
             abuse_detection: AbuseDetection::default(),
             feature_flags: FeatureFlags::default(),
@@ -465,6 +542,7 @@ impl Default for Settings {
             supervisor: Supervision::default(),
             chaos: Chaos::default(),
             prompts: Prompts::default(),
+            quota: QuotaConfig::default(),
             external: External::default(),
         }
     }
@@ -574,6 +652,11 @@ impl Default for Models {
             total_timeout_s: 600.0,
             stream_buffer_chunks: 16,
             sse_ping_interval_s: 15.0,
+            max_retries: 1,
+            retry_backoff_ms: 500,
+            retry_after_max_ms: 5_000,
+            connect_timeout_s: 5.0,
+            pool_max_idle_per_host: 100,
         }
     }
 }
@@ -732,6 +815,10 @@ impl Settings {
                 "AIGW_MODELS__SSE_PING_INTERVAL_S",
                 self.models.sse_ping_interval_s,
             ),
+            (
+                "AIGW_MODELS__CONNECT_TIMEOUT_S",
+                self.models.connect_timeout_s,
+            ),
         ] {
             if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
                 return Err(ConfigError::new(
@@ -756,6 +843,54 @@ impl Settings {
             return Err(ConfigError::new(
                 "AIGW_SUPERVISOR__MAX_RESTARTS",
                 "max_restarts and window_s must be greater than 0",
+            ));
+        }
+        self.validate_quota()?;
+        Ok(())
+    }
+
+    fn validate_quota(&self) -> Result<(), ConfigError> {
+        let q = &self.quota;
+        match q.backend.as_str() {
+            "local" => {}
+            "redis" => {
+                if url::Url::parse(&q.redis_url)
+                    .map(|u| !matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"))
+                    .unwrap_or(true)
+                {
+                    return Err(ConfigError::new(
+                        "AIGW_QUOTA__REDIS_URL",
+                        format!(
+                            "invalid value {:?}: expected redis://host:port when AIGW_QUOTA__BACKEND is redis",
+                            q.redis_url
+                        ),
+                    ));
+                }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "AIGW_QUOTA__BACKEND",
+                    format!("invalid value {other:?}: expected local or redis"),
+                ))
+            }
+        }
+        if !matches!(q.fail_mode.as_str(), "open" | "closed") {
+            return Err(ConfigError::new(
+                "AIGW_QUOTA__FAIL_MODE",
+                format!("invalid value {:?}: expected open or closed", q.fail_mode),
+            ));
+        }
+        if !(q.park_default_s.is_finite() && q.park_default_s > 0.0 && q.park_default_s < 86_400.0)
+        {
+            return Err(ConfigError::new(
+                "AIGW_QUOTA__PARK_DEFAULT_S",
+                "must be a number of seconds greater than 0 and less than 86400",
+            ));
+        }
+        if q.redis_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "AIGW_QUOTA__REDIS_TIMEOUT_MS",
+                "must be greater than 0",
             ));
         }
         Ok(())

@@ -14,7 +14,8 @@ use futures::{stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::models::{
-    ChunkStream, ModelError, ModelErrorKind, ModelMetadata, ModelProvider, ModelRequest,
+    ChunkStream, ModelChunk, ModelError, ModelErrorKind, ModelMetadata, ModelProvider,
+    ModelRequest, Usage,
 };
 
 /// What a fault does.
@@ -33,6 +34,9 @@ pub enum FaultKind {
     RateLimit,
     /// The request actor panics.
     Panic,
+    /// The provider reports `input_tokens` + `output_tokens` as the call's usage (replacing what
+    /// it reported, or added as a last chunk), to exercise token quotas.
+    Usage,
 }
 
 impl FaultKind {
@@ -45,6 +49,7 @@ impl FaultKind {
             Self::CloseEarly => "close_early",
             Self::RateLimit => "rate_limit",
             Self::Panic => "panic",
+            Self::Usage => "usage",
         }
     }
 }
@@ -77,6 +82,12 @@ pub struct Fault {
     /// `Retry-After` for `rate_limit`, seconds.
     #[serde(default)]
     pub retry_after_s: u64,
+    /// Input tokens reported by a `usage` fault.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens reported by a `usage` fault.
+    #[serde(default)]
+    pub output_tokens: u64,
 }
 
 impl Fault {
@@ -171,6 +182,34 @@ fn apply(fault: Fault, inner: ChunkStream) -> ChunkStream {
             })
             .boxed();
     }
+    if fault.kind == FaultKind::Usage {
+        let usage = Usage {
+            input_tokens: fault.input_tokens,
+            output_tokens: fault.output_tokens,
+        };
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let marks = Arc::clone(&seen);
+        let chunks = inner.map(move |item| {
+            item.map(|mut chunk| {
+                if chunk.usage.is_some() {
+                    chunk.usage = Some(usage);
+                    marks.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                chunk
+            })
+        });
+        // Providers that report no usage get it in a last chunk.
+        let tail = stream::once(async move {
+            (!seen.load(std::sync::atomic::Ordering::Relaxed)).then(|| {
+                Ok(ModelChunk {
+                    usage: Some(usage),
+                    ..ModelChunk::default()
+                })
+            })
+        })
+        .filter_map(futures::future::ready);
+        return chunks.chain(tail).boxed();
+    }
     // The first `after_chunks` chunks pass; then the fault strikes. With 0 the upstream is never
     // called at all.
     let head = inner.take(fault.after_chunks);
@@ -192,7 +231,7 @@ fn apply(fault: Fault, inner: ChunkStream) -> ChunkStream {
             stream::iter([Err(e)]).boxed()
         }
         FaultKind::Panic => stream::once(async { panic_now() }).boxed(),
-        FaultKind::Slow => stream::empty().boxed(),
+        FaultKind::Slow | FaultKind::Usage => stream::empty().boxed(),
     };
     head.chain(tail).boxed()
 }

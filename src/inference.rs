@@ -36,6 +36,8 @@ pub enum CallFailure {
     Aborted,
     /// No request actor could be started.
     Unavailable(String),
+    /// The model's quota refused the call.
+    Quota(ai_gateway_actors::quota::Refusal),
 }
 
 impl CallFailure {
@@ -47,6 +49,7 @@ impl CallFailure {
             Self::Timeout(Deadline::Total) => "model call deadline exceeded".into(),
             Self::Aborted => "model call aborted".into(),
             Self::Unavailable(why) => format!("no capacity to run the call: {why}"),
+            Self::Quota(refusal) => refusal.describe(),
         }
     }
 
@@ -68,6 +71,10 @@ pub struct InferenceGuard {
     started: Instant,
     failed: bool,
     finished: bool,
+    /// The last usage the provider reported (streams report it in their last chunk; a stream
+    /// cut short still counts what was reported before the cut).
+    usage: Option<Usage>,
+    quota: Option<Box<crate::quota::Metered>>,
 }
 
 impl InferenceGuard {
@@ -89,6 +96,16 @@ impl InferenceGuard {
             started: Instant::now(),
             failed: false,
             finished: false,
+            usage: None,
+            quota: None,
+        }
+    }
+
+    /// Mark the call failed by the provider; a 429 parks the model in its quota.
+    fn model_failed(&mut self, e: &ModelError) {
+        self.fail();
+        if let (ModelErrorKind::RateLimited, Some(quota)) = (&e.kind, &self.quota) {
+            quota.throttled(e.retry_after);
         }
     }
 
@@ -101,6 +118,16 @@ impl InferenceGuard {
         .record(self.started.elapsed().as_secs_f64());
     }
 
+    /// Note the usage a chunk reports.
+    fn saw(&mut self, chunk: &ModelChunk) {
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        if let Some(quota) = &mut self.quota {
+            quota.observe(chunk);
+        }
+    }
+
     /// Mark the call failed (counted with `error="yes"`).
     pub fn fail(&mut self) {
         self.failed = true;
@@ -111,6 +138,9 @@ impl InferenceGuard {
             return;
         }
         self.finished = true;
+        if let Some(quota) = self.quota.take() {
+            quota.finish();
+        }
         let labels = [
             ("model_engine", self.engine.clone()),
             ("model_name", self.name.clone()),
@@ -122,6 +152,20 @@ impl InferenceGuard {
             ("feature_category", self.feature_category.to_string()),
         ];
         metrics::counter!("model_inferences_total", &labels).increment(1);
+        if let Some(usage) = self.usage {
+            for (direction, n) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+            ] {
+                metrics::counter!(
+                    "model_tokens_total",
+                    "model_engine" => self.engine.clone(),
+                    "model_name" => self.name.clone(),
+                    "direction" => direction,
+                )
+                .increment(n);
+            }
+        }
         metrics::histogram!("inference_request_duration_seconds", &labels)
             .record(self.started.elapsed().as_secs_f64());
         metrics::gauge!(
@@ -209,7 +253,23 @@ impl ModelCall {
         feature_category: &'static str,
     ) -> Result<ModelCall, CallFailure> {
         let metadata = provider.metadata().clone();
+        let prompt_tokens = crate::quota::prompt_tokens(&request);
+        let output_tokens = request
+            .params
+            .max_tokens
+            .map(u64::from)
+            .unwrap_or(state.quotas.default_output_tokens());
+        let lease = state
+            .quotas
+            .reserve(
+                &metadata.engine,
+                &metadata.name,
+                prompt_tokens + output_tokens,
+            )
+            .await
+            .map_err(CallFailure::Quota)?;
         let mut guard = InferenceGuard::new(&metadata, feature_category, request.stream);
+        guard.quota = lease.map(|lease| Box::new(crate::quota::Metered::new(lease, prompt_tokens)));
         let models = &state.settings.models;
         let deadlines = Deadlines {
             idle: Duration::from_secs_f64(models.idle_timeout_s),
@@ -236,11 +296,12 @@ impl ModelCall {
         let (first, ended) = match first {
             Some(StreamEvent::Item(chunk)) => {
                 guard.first_chunk();
+                guard.saw(&chunk);
                 (Some(chunk), false)
             }
             Some(StreamEvent::Done) => (None, true),
             Some(StreamEvent::Failed(e)) => {
-                guard.fail();
+                guard.model_failed(&e);
                 return Err(CallFailure::Model(e));
             }
             Some(StreamEvent::TimedOut(d)) => {
@@ -272,10 +333,13 @@ impl ModelCall {
         if !self.ended {
             loop {
                 match self.rx.recv().await {
-                    Some(StreamEvent::Item(chunk)) => answer.add(chunk),
+                    Some(StreamEvent::Item(chunk)) => {
+                        self.guard.saw(&chunk);
+                        answer.add(chunk)
+                    }
                     Some(StreamEvent::Done) => break,
                     Some(StreamEvent::Failed(e)) => {
-                        self.guard.fail();
+                        self.guard.model_failed(&e);
                         return Err(CallFailure::Model(e));
                     }
                     Some(StreamEvent::TimedOut(d)) => {
@@ -317,9 +381,15 @@ impl ModelCall {
                     return None;
                 }
                 let event = match rx.recv().await {
-                    Some(StreamEvent::Item(chunk)) => Event::Chunk(chunk),
+                    Some(StreamEvent::Item(chunk)) => {
+                        guard.saw(&chunk);
+                        Event::Chunk(chunk)
+                    }
                     Some(StreamEvent::Done) => return None,
-                    Some(StreamEvent::Failed(e)) => Event::Failed(CallFailure::Model(e)),
+                    Some(StreamEvent::Failed(e)) => {
+                        guard.model_failed(&e);
+                        Event::Failed(CallFailure::Model(e))
+                    }
                     Some(StreamEvent::TimedOut(d)) => Event::Failed(CallFailure::Timeout(d)),
                     None => Event::Failed(CallFailure::Aborted),
                 };

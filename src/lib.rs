@@ -19,6 +19,7 @@ pub mod models;
 pub mod prompts;
 pub mod proxy;
 pub mod pyjson;
+pub mod quota;
 pub mod readiness;
 pub mod runtime;
 pub mod state;

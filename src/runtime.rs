@@ -3,10 +3,12 @@
 //! ```text
 //! RootSupervisor (one-for-one, restart budget → process exits non-zero)
 //! ├── RequestSupervisor ── RequestActor × calls in flight
-//! └── Ticker (metrics upkeep)
+//! ├── Ticker (metrics upkeep)
+//! └── JwksActor × OIDC issuers (kind `jwks`: GitLab, CustomersDot)
 //! ```
 //!
-//! Later parts add their actors here (a JwksActor per issuer, a QuotaActor per model).
+//! QuotaActors (one per model with limits) join the root on their first call, with kind `quota`
+//! (`crate::quota::Quotas`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,9 @@ use ai_gateway_actors::ticker::{Ticker, TickerArgs};
 use futures::FutureExt;
 use tokio::sync::watch;
 
+use ai_gateway_actors::jwks::JwksHandle;
+
+use crate::auth::keys::KeySet;
 use crate::config::Settings;
 
 /// Kinds of actor, as they appear in `actor_restarts_total{actor}`.
@@ -33,6 +38,8 @@ pub struct ActorTree {
     pub root_done: tokio::task::JoinHandle<()>,
     /// Starts request actors under the current request supervisor.
     pub requests: RequestSpawner,
+    /// The key sets of the OIDC issuers, published by their `JwksActor`s.
+    pub jwks: Vec<JwksHandle<KeySet>>,
 }
 
 /// The restart policy from the settings.
@@ -97,10 +104,16 @@ pub async fn start(settings: &Settings) -> Result<ActorTree, String> {
         metrics::counter!("actor_restarts_total", "actor" => *kind).absolute(0);
     }
     let (publish, current) = watch::channel(None);
+    let mut children = vec![request_supervisor_spec(publish), metrics_upkeep_spec()];
+    let mut jwks = Vec::new();
+    for (issuer, spec) in crate::auth::jwks::issuers(settings) {
+        jwks.push(issuer.handle);
+        children.push(spec);
+    }
     let (root, root_done) = supervisor::spawn_root(SupervisorArgs {
         name: "root".into(),
         policy: restart_policy(settings),
-        children: vec![request_supervisor_spec(publish), metrics_upkeep_spec()],
+        children,
     })
     .await
     .map_err(|e| format!("actor tree failed to start: {e}"))?;
@@ -108,5 +121,6 @@ pub async fn start(settings: &Settings) -> Result<ActorTree, String> {
         root,
         root_done,
         requests: RequestSpawner::new(current, Duration::from_secs(2)),
+        jwks,
     })
 }

@@ -10,9 +10,11 @@ use ai_gateway_actors::request::RequestSpawner;
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::faults::Faults;
+use crate::models::registry::Providers;
 use crate::models::ModelProvider;
 use crate::prompts::PromptRegistry;
 use crate::proxy::Upstreams;
+use crate::quota::Quotas;
 use crate::readiness::Readiness;
 
 /// Shared state of the API.
@@ -25,12 +27,16 @@ pub struct AppState {
     pub requests: RequestSpawner,
     /// Readiness checks.
     pub readiness: Arc<Readiness>,
+    /// The model providers: one pooled client per upstream.
+    pub providers: Arc<Providers>,
     /// Provider fault injection, when chaos is active.
     pub faults: Option<Faults>,
     /// The prompt registry.
     pub prompts: Arc<PromptRegistry>,
     /// The provider proxies' upstreams and client.
     pub upstreams: Arc<Upstreams>,
+    /// Per-model quotas.
+    pub quotas: Arc<Quotas>,
 }
 
 impl AppState {

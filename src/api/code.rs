@@ -25,14 +25,17 @@ use super::schema::code::{
 use super::schema::components::{parse_completion_request, PromptComponent};
 use super::schema::{read_body_with_content_type, BodyError};
 use super::streaming;
+use crate::auth::authz::{self, Denied};
 use crate::code_suggestions::language::{file_extension, Language};
 use crate::code_suggestions::language_server::supports_advanced_context;
 use crate::code_suggestions::{post, prompt as builder, tokens};
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
+use crate::http::disconnect::until_disconnect;
 use crate::http::edge::{arrival_of, user_of};
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
+use crate::models::registry::{CustomApi, CustomModel};
 use crate::models::{mock, Message, ModelProvider, ModelRequest, Prompt, Usage};
 use crate::state::AppState;
 use crate::telemetry;
@@ -111,7 +114,7 @@ impl Target {
             Target::VertexGecko => ("vertex-ai", "code-gecko@002".into()),
             Target::VertexBison => ("vertex-ai", "code-bison@002".into()),
             Target::AnthropicChat(m) | Target::AnthropicText(m) => ("anthropic", m.clone()),
-            Target::Custom { name, .. } => ("litellm", name.clone()),
+            Target::Custom { provider, name, .. } => (provider.as_str(), name.clone()),
         }
     }
 
@@ -128,7 +131,12 @@ impl Target {
 }
 
 /// The model that answers `target` (the mock in mock mode), with fault injection when active.
-fn provider_for(state: &AppState, target: &Target) -> Result<Arc<dyn ModelProvider>, ApiError> {
+/// `user` is the global user id, for upstreams that pin a user's calls to one replica.
+fn provider_for(
+    state: &AppState,
+    target: &Target,
+    user: Option<&str>,
+) -> Result<Arc<dyn ModelProvider>, ApiError> {
     let settings = &state.settings;
     if let Target::Custom {
         endpoint, api_key, ..
@@ -149,9 +157,45 @@ fn provider_for(state: &AppState, target: &Target) -> Result<Arc<dyn ModelProvid
         };
         return Ok(state.provider(model));
     }
-    let (engine, name) = target.labels();
-    tracing::warn!(target: "api.code", engine, model = %name, "no provider is configured for this model");
-    Err(ApiError::inference_failed())
+    let providers = &state.providers;
+    let model = match target {
+        Target::VertexGecko => Ok(providers.vertex("code-gecko@002")),
+        Target::VertexBison => Ok(providers.vertex("code-bison@002")),
+        Target::AnthropicChat(name) => Ok(providers.anthropic_chat(name)),
+        Target::AnthropicText(name) => Ok(providers.anthropic_text(name)),
+        Target::Custom {
+            provider: Provider::FireworksAi,
+            ..
+        } => providers.fireworks(user),
+        Target::Custom {
+            kind,
+            provider,
+            name,
+            endpoint,
+            api_key,
+            identifier,
+        } => providers.custom(
+            &CustomModel {
+                provider: provider.as_str().to_string(),
+                name: name.clone(),
+                endpoint: endpoint.clone(),
+                api_key: api_key.clone(),
+                identifier: identifier.clone(),
+            },
+            match kind {
+                CustomKind::Text => CustomApi::Text,
+                CustomKind::Chat => CustomApi::Chat,
+            },
+        ),
+    };
+    match model {
+        Ok(model) => Ok(state.provider(model)),
+        Err(e) => {
+            let (engine, name) = target.labels();
+            tracing::warn!(target: "api.code", engine, model = %name, "model is not usable: {e}");
+            Err(ApiError::inference_failed())
+        }
+    }
 }
 
 /// What to do with a whole answer's text.
@@ -200,23 +244,22 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
-/// Authorize `unit_primitive`, refusing the gateway's own tokens where `self_signed_refused`.
+/// Authorize the endpoint's unit primitive (spec 2.6), after body validation.
 fn authorize(
     req: &HttpRequest,
     state: &AppState,
-    unit_primitive: &str,
-    self_signed_refused: bool,
-    detail: &str,
+    requirement: &authz::Requirement,
 ) -> Result<(), ApiError> {
-    let user =
-        user_of(req).ok_or_else(|| ApiError::Unauthorized("Forbidden by auth provider".into()))?;
-    let service = state.settings.external.service_name.as_str();
-    let disallowed: &[&str] = if self_signed_refused { &[service] } else { &[] };
-    if user.can(unit_primitive, disallowed) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(detail))
-    }
+    let user = user_of(req);
+    authz::check(
+        user.as_deref(),
+        requirement,
+        &state.settings.external.service_name,
+    )
+    .map_err(|denied| match denied {
+        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
+        Denied::Forbidden(detail) => ApiError::forbidden(detail),
+    })
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -622,6 +665,8 @@ fn plan_v2_generation(body: &CodeSuggestionsRequest) -> Result<Plan, ApiError> {
 }
 
 /// The outcome of a planned call, ready to be rendered.
+// One per request, moved once: boxing the call would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Whole {
         engine: String,
@@ -633,11 +678,15 @@ enum Outcome {
     Stream {
         engine: String,
         name: String,
-        call: ModelCall,
+        call: Box<ModelCall>,
     },
 }
 
 fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
+    if let CallFailure::Quota(refusal) = failure {
+        log.set("quota_refused", refusal.dimension.label());
+        return crate::quota::refusal_error(refusal);
+    }
     log.set("model_exception_message", failure.describe());
     if let CallFailure::Model(e) = failure {
         if let Some(status) = e.status() {
@@ -654,8 +703,13 @@ fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
     }
 }
 
-async fn execute(state: &AppState, plan: &mut Plan, log: &RequestLog) -> Result<Outcome, ApiError> {
-    let provider = provider_for(state, &plan.target)?;
+async fn execute(
+    state: &AppState,
+    plan: &mut Plan,
+    log: &RequestLog,
+    user: Option<&str>,
+) -> Result<Outcome, ApiError> {
+    let provider = provider_for(state, &plan.target, user)?;
     let meta = provider.metadata().clone();
     log.set("model_engine", meta.engine.as_str());
     log.set("model_name", meta.name.as_str());
@@ -699,7 +753,7 @@ async fn execute(state: &AppState, plan: &mut Plan, log: &RequestLog) -> Result<
         return Ok(Outcome::Stream {
             engine: meta.engine,
             name: meta.name,
-            call,
+            call: Box::new(call),
         });
     }
     let answer = call
@@ -730,6 +784,10 @@ async fn execute(state: &AppState, plan: &mut Plan, log: &RequestLog) -> Result<
             }
         })
         .collect::<Vec<_>>();
+    if let Some(usage) = answer.usage {
+        log.set("input_tokens", usage.input_tokens);
+        log.set("output_tokens", usage.output_tokens);
+    }
     if let Some(first) = texts.first() {
         log.set("model_output_length", first.chars().count());
         log.set("model_output_length_stripped", first.trim().chars().count());
@@ -785,10 +843,20 @@ async fn v2_respond(
     generations: bool,
 ) -> Result<HttpResponse, ApiError> {
     let log = RequestLog::of(req);
-    match execute(state, &mut plan, &log).await? {
+    match execute(
+        state,
+        &mut plan,
+        &log,
+        header(req, "x-gitlab-global-user-id"),
+    )
+    .await?
+    {
         Outcome::Stream { call, .. } => {
             let builder = response_with_overhead(req, call.waited_for_first);
-            Ok(streaming::raw_text(builder, call.into_events()))
+            Ok(streaming::raw_text(
+                builder,
+                until_disconnect(req, Box::pin(call.into_events())),
+            ))
         }
         Outcome::Whole {
             engine,
@@ -828,13 +896,7 @@ async fn v2_completions(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_code_completions(&value).map_err(validation)?;
-    authorize(
-        &req,
-        &state,
-        "complete_code",
-        false,
-        "Unauthorized to access code completions",
-    )?;
+    authorize(&req, &state, &authz::CODE_COMPLETIONS)?;
     let file = &request.current_file;
     let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
     record_language(
@@ -859,13 +921,7 @@ async fn v2_generations(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_code_generations(&value).map_err(validation)?;
-    authorize(
-        &req,
-        &state,
-        "generate_code",
-        true,
-        "Unauthorized to access code generations",
-    )?;
+    authorize(&req, &state, &authz::CODE_GENERATIONS)?;
     let plan = plan_v2_generation(&request)?;
     let (engine, name) = plan.target.labels();
     record_telemetry(&request, engine, &name);
@@ -1001,17 +1057,18 @@ async fn components_endpoint(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_completion_request(&value).map_err(validation)?;
-    authorize(
-        &req,
-        &state,
-        "complete_code",
-        true,
-        "Unauthorized to access code suggestions",
-    )?;
+    authorize(&req, &state, &authz::CODE_SUGGESTIONS)?;
     let mut plan = plan_components(&req, &request.prompt_components)?;
     let log = RequestLog::of(&req);
     let lang = plan.lang;
-    match execute(&state, &mut plan, &log).await? {
+    match execute(
+        &state,
+        &mut plan,
+        &log,
+        header(&req, "x-gitlab-global-user-id"),
+    )
+    .await?
+    {
         Outcome::Stream { engine, name, call } => {
             let builder = response_with_overhead(&req, call.waited_for_first);
             if sse {
@@ -1020,11 +1077,14 @@ async fn components_endpoint(
                 Ok(streaming::sse(
                     builder,
                     start,
-                    Box::pin(call.into_events()),
+                    Box::pin(until_disconnect(&req, Box::pin(call.into_events()))),
                     ping,
                 ))
             } else {
-                Ok(streaming::raw_text(builder, call.into_events()))
+                Ok(streaming::raw_text(
+                    builder,
+                    until_disconnect(&req, Box::pin(call.into_events())),
+                ))
             }
         }
         Outcome::Whole {

@@ -59,6 +59,12 @@ pub fn raw_text(
             Event::Chunk(chunk) => Some(Ok(Bytes::from(chunk.text))),
             Event::Failed(failure) => {
                 tracing::warn!(target: "api.streaming", "model stream failed mid-response: {}", failure.describe());
+                // The server closes the connection as soon as the body errors, dropping whatever
+                // it has not written yet, the status line included when the failure follows the
+                // first chunk at once. Yielding first lets it flush, so the client always sees
+                // the 200 and the text so far, then an incomplete transfer: never a connection
+                // closed without an answer.
+                tokio::task::yield_now().await;
                 Some(Err(StreamAborted(failure.describe())))
             }
         }

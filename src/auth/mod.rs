@@ -12,19 +12,60 @@
 //! 5. claims are cross-checked with headers (realm, instance id, subject; seat count only logged).
 //!
 //! Authorization is [`User::can`]: a unit primitive among the token's scopes, and the token's
-//! issuer not among those the endpoint refuses.
+//! issuer not among those the endpoint refuses ([`authz`] holds the endpoint table).
+//!
+//! Modules: [`keys`] (key sets), [`jwks`] (issuers and how their keys are fetched; the
+//! `JwksActor` that owns them lives in the actors crate), [`verify`] (signature and claims),
+//! [`cache`] (verified tokens), [`token`] (the gateway's own user tokens), [`authz`].
+//!
+//! Every attempt is counted in `auth_attempts_total{result}` with a fixed set of labels
+//! ([`RESULTS`]).
 
+pub mod authz;
+pub mod cache;
+pub mod jwks;
+pub mod keys;
+pub mod token;
 pub mod unit_primitives;
-pub mod unverified;
 pub mod user;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::HeaderMap;
+use ai_gateway_actors::jwks::JwksHandle;
 use futures::future::BoxFuture;
 
 pub use user::{Claims, User};
+
+use crate::config::Settings;
+use keys::{KeySet, LocalKeys};
+use token::TokenAuthority;
+use verify::{ActorKeys, JwtVerifier, VerifyOptions};
+
+/// The `result` labels of `auth_attempts_total`.
+pub const RESULTS: &[&str] = &[
+    "success",
+    "bypass",
+    "missing_authorization",
+    "invalid_authorization",
+    "invalid_token_type",
+    "invalid_token",
+    "header_mismatch",
+];
+
+fn result_label(result: &Result<User, String>) -> &'static str {
+    match result {
+        Ok(user) if user.is_debug => "bypass",
+        Ok(_) => "success",
+        Err(m) if m == "No authorization header presented" => "missing_authorization",
+        Err(m) if m == "Invalid authorization header" => "invalid_authorization",
+        Err(m) if m.starts_with("Invalid authentication token type") => "invalid_token_type",
+        Err(m) if m.starts_with("Header mismatch") => "header_mismatch",
+        Err(_) => "invalid_token",
+    }
+}
 
 /// Paths that are never authenticated.
 pub const SKIP_PATHS: &[&str] = &["/monitoring/healthz", "/monitoring/ready", "/metrics"];
@@ -74,6 +115,7 @@ pub struct Authenticator {
     bypass: BypassSettings,
     service_name: String,
     verifier: Arc<dyn TokenVerifier>,
+    tokens: TokenAuthority,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -87,11 +129,59 @@ impl Authenticator {
         service_name: impl Into<String>,
         verifier: Arc<dyn TokenVerifier>,
     ) -> Self {
+        let service_name = service_name.into();
         Self {
+            tokens: TokenAuthority::new(service_name.clone(), None),
             bypass,
-            service_name: service_name.into(),
+            service_name,
             verifier,
         }
+    }
+
+    /// The gateway's authenticator: its own keys from `AIGW_SELF_SIGNED_JWT__*`, the issuers'
+    /// keys from their `JwksActor`s' snapshots, the verified-token cache.
+    pub fn from_settings(settings: &Settings, issuers: Vec<JwksHandle<KeySet>>) -> Self {
+        let service_name = settings.external.service_name.clone();
+        let local = LocalKeys::load(
+            &service_name,
+            &settings.self_signed_jwt.signing_key,
+            &settings.self_signed_jwt.validation_key,
+        );
+        for problem in &local.problems {
+            tracing::error!(target: "auth", "self-signed token key refused: {problem}");
+        }
+        let options = VerifyOptions {
+            service_name: service_name.clone(),
+            bypass_signature: settings.auth.bypass_jwt_signature,
+            require_exp: settings.auth.require_exp,
+            require_aud: settings.auth.require_aud,
+            allowed_issuers: settings.auth.allowed_issuers.clone(),
+        };
+        let verifier = JwtVerifier::new(
+            Box::new(ActorKeys {
+                local: local.verification,
+                issuers,
+            }),
+            options,
+            usize::try_from(settings.auth.token_cache_size).unwrap_or(usize::MAX),
+        );
+        for result in RESULTS {
+            metrics::counter!("auth_attempts_total", "result" => *result).absolute(0);
+        }
+        Self {
+            bypass: BypassSettings {
+                external: settings.auth.bypass_external,
+                external_with_header: settings.auth.bypass_external_with_header,
+            },
+            tokens: TokenAuthority::new(service_name.clone(), local.signing),
+            service_name,
+            verifier: Arc::new(verifier),
+        }
+    }
+
+    /// Issues the gateway's own user tokens.
+    pub fn tokens(&self) -> &TokenAuthority {
+        &self.tokens
     }
 
     /// The gateway's service name (audience and self-signed issuer).
@@ -121,6 +211,8 @@ impl Authenticator {
             )
             .await;
         outcome.duration_s = started.elapsed().as_secs_f64();
+        metrics::counter!("auth_attempts_total", "result" => result_label(&outcome.result))
+            .increment(1);
         Some(outcome)
     }
 
@@ -156,6 +248,8 @@ impl Authenticator {
         let claims = match self.verifier.verify(token).await {
             Ok(claims) => claims,
             Err(e) => {
+                // The original sets the issuer field even when verification fails (empty).
+                *issuer = Some(String::new());
                 *details = Some(e);
                 return Err("Forbidden by auth provider".into());
             }

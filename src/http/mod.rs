@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod disconnect;
 pub mod edge;
 pub mod error;
 pub mod server;

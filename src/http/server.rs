@@ -52,6 +52,7 @@ pub fn start(
     .disable_signals()
     .shutdown_timeout(settings.http.shutdown_timeout_s)
     .tcp_nodelay(true)
+    .on_connect(crate::http::disconnect::on_connect)
     .keep_alive(Duration::from_secs(settings.http.keep_alive_s))
     .max_connections(settings.http.max_connections_per_worker)
     .backlog(4096)

@@ -9,7 +9,14 @@
 //! Errors are one type, [`ModelError`], that says what went wrong in terms the endpoints map to
 //! the original's statuses (503 `Inference failed`, 502/504 for chat, 429 with `Retry-After`).
 
+pub mod anthropic;
+pub mod google_auth;
+pub mod http_client;
 pub mod mock;
+pub mod openai_compat;
+pub mod registry;
+pub mod sse;
+pub mod vertex;
 
 use std::fmt;
 use std::time::Duration;

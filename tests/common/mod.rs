@@ -6,6 +6,8 @@
 //! records. The process is killed when the [`Gateway`] is dropped.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod issuer;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -29,9 +31,15 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ai-gateway")
 }
 
-/// Variables every test gateway gets: JSON logs, loopback, free ports.
+/// An address nothing listens on (the discard port): OIDC issuers of tests that do not set
+/// their own, so that no test ever reaches the internet.
+pub const UNREACHABLE_ISSUER: &str = "http://127.0.0.1:9";
+
+/// Variables every test gateway gets: JSON logs, loopback, free ports, unreachable issuers.
 pub fn base_env() -> Vec<(String, String)> {
     [
+        ("AIGW_GITLAB_URL", UNREACHABLE_ISSUER),
+        ("AIGW_CUSTOMER_PORTAL_URL", UNREACHABLE_ISSUER),
         ("AIGW_FASTAPI__API_HOST", "127.0.0.1"),
         ("AIGW_FASTAPI__API_PORT", "0"),
         ("AIGW_FASTAPI__METRICS_HOST", "127.0.0.1"),
@@ -237,3 +245,5 @@ pub fn metric_value(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+pub mod fake_upstream;
+pub mod providers;

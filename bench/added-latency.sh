@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Added latency per request: the same Anthropic Messages call sent directly to a local instant
+# upstream (bench/mock-upstream) and through the gateway in front of it, one request at a time
+# (closed loop, concurrency 1), whole and streamed. Prints p50 and p99 of both and their
+# difference, the gateway's added latency. Every gateway request carries a real RS256 JWT that
+# the gateway verifies, as in production.
+#
+#   bash bench/added-latency.sh              # 15 s per measurement
+#   DURATION=5s bash bench/added-latency.sh  # quicker
+#
+# Pinning: the upstream, the gateway and the load generator each get their own CPU where the
+# machine has enough (taskset); on 2 cores the gateway and the upstream share one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DUR="${DURATION:-15s}"
+WARM="${WARMUP:-3s}"
+DELTAS="${DELTAS:-16}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+say "building release binaries"
+cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
+BIN=$ROOT/target/release
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1" >&2; return 1; }
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+NCPU=$(nproc)
+pin() { # cpu, command...
+  local cpu=$1; shift
+  if command -v taskset >/dev/null 2>&1; then taskset -c "$cpu" "$@"; else "$@"; fi
+}
+if [ "$NCPU" -ge 3 ]; then UP_CPU=0; GW_CPU=1; LG_CPU=2; else UP_CPU=0; GW_CPU=0; LG_CPU=1; fi
+
+openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
+NOW=$(date +%s); EXP=$((NOW + 3600))
+HEADER=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+PAYLOAD=$(printf '{"iss":"gitlab-ai-gateway","aud":"gitlab-ai-gateway","sub":"777","exp":%d,"nbf":%d,"iat":%d,"jti":"bench","gitlab_realm":"saas","gitlab_instance_id":"1234","scopes":["complete_code"]}' "$EXP" "$NOW" "$NOW" | b64url)
+SIG=$(printf '%s.%s' "$HEADER" "$PAYLOAD" | openssl dgst -sha256 -sign "$WORK/key.pem" | b64url)
+TOKEN="$HEADER.$PAYLOAD.$SIG"
+AUTH=(-H "Authorization: Bearer $TOKEN" -H "X-Gitlab-Authentication-Type: oidc" -H "X-Gitlab-Realm: saas"
+      -H "X-Gitlab-Instance-Id: 1234" -H "X-Gitlab-Global-User-Id: 777")
+
+cat > "$WORK/direct.json" <<'JSON'
+{"model":"claude-3-5-sonnet-20240620","max_tokens":4096,"messages":[{"role":"user","content":"def hello_world():"}],"temperature":0.2}
+JSON
+cat > "$WORK/direct-stream.json" <<'JSON'
+{"model":"claude-3-5-sonnet-20240620","max_tokens":4096,"messages":[{"role":"user","content":"def hello_world():"}],"temperature":0.2,"stream":true}
+JSON
+cat > "$WORK/gw.json" <<'JSON'
+{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
+JSON
+cat > "$WORK/gw-stream.json" <<'JSON'
+{"prompt_components":[{"type":"code_editor_completion","payload":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":"","model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true}}]}
+JSON
+
+port=$(free_port)
+pin "$UP_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 --mode instant --deltas "$DELTAS" >"$WORK/mock.log" 2>&1 &
+PIDS+=($!); MOCK="http://127.0.0.1:$port"; wait_http "$MOCK/health"
+
+GW_PIN=(); command -v taskset >/dev/null 2>&1 && GW_PIN=(taskset -c "$GW_CPU")
+port=$(free_port); mport=$(free_port)
+env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$port" \
+    AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$mport" \
+    AIGW_HTTP__WORKERS=1 AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
+    AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
+    AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
+    AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
+    ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" \
+    "${GW_PIN[@]}" "$BIN/ai-gateway" >"$WORK/gateway.out" 2>&1 &
+PIDS+=($!); GW="http://127.0.0.1:$port"; wait_http "$GW/monitoring/healthz"
+
+measure() { # name url body [headers...]
+  local name=$1 url=$2 body=$3; shift 3
+  pin "$LG_CPU" "$BIN/loadgen" --threads 1 closed --url "$url" --body "$body" "$@" \
+    --concurrency 1 --duration "$DUR" --warmup "$WARM" >"$WORK/$name.json" 2>>"$WORK/loadgen.log"
+}
+
+say "whole answers: direct, then through the gateway ($DUR each)"
+measure direct "$MOCK/v1/messages" "$WORK/direct.json"
+measure gateway "$GW/v2/code/completions" "$WORK/gw.json" "${AUTH[@]}"
+say "streamed answers ($DELTAS SSE deltas): direct, then through the gateway"
+measure direct-stream "$MOCK/v1/messages" "$WORK/direct-stream.json"
+measure gateway-stream "$GW/v4/code/suggestions" "$WORK/gw-stream.json" "${AUTH[@]}"
+
+python3 - "$WORK" <<'PY'
+import json, sys, os
+work = sys.argv[1]
+def load(n):
+    with open(os.path.join(work, n + ".json")) as f:
+        return json.load(f)
+print(f"{'':24}{'p50 µs':>10}{'p99 µs':>10}{'req/s':>10}{'ok':>8}{'failed':>8}")
+rows = {}
+for n in ["direct", "gateway", "direct-stream", "gateway-stream"]:
+    r = load(n)
+    lat = r["latency_us"]
+    rows[n] = lat
+    print(f"{n:24}{lat['p50']:>10}{lat['p99']:>10}{r['requests_per_s']:>10.0f}{r['requests']['ok']:>8}{r['requests']['failed']:>8}")
+for kind, d, g in [("whole", "direct", "gateway"), ("streamed", "direct-stream", "gateway-stream")]:
+    print(f"added latency, {kind:9}: p50 {rows[g]['p50'] - rows[d]['p50']} µs, p99 {rows[g]['p99'] - rows[d]['p99']} µs")
+PY

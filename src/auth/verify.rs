@@ -1,0 +1,410 @@
+//! JWT verification: the original's composite provider, plus `kid` refresh and a token cache.
+//!
+//! A token is accepted when:
+//!
+//! 1. its header says `alg: RS256` (nothing else is accepted);
+//! 2. its signature verifies with a key of the gateway's own pair or of an OIDC issuer. A token
+//!    that names a `kid` is tried against the keys with that `kid`; when no key has it, each
+//!    issuer's `JwksActor` is asked for an on-demand refresh (cooldown-limited, shared) and the
+//!    keys are looked at again. A token without `kid` (the original's own tokens have none) is
+//!    tried against every key, as python-jose does;
+//! 3. its claims pass python-jose's default checks: `exp` and `nbf` enforced when present (no
+//!    leeway), `iat` numeric when present, `sub` a string when present, and `aud`, when present,
+//!    containing the service name. `iss` is not checked, unless the strict options
+//!    (`AIGW_AUTH__REQUIRE_EXP`, `..._REQUIRE_AUD`, `..._ALLOWED_ISSUERS`, all off by default for
+//!    compatibility) ask for it.
+//!
+//! `AIGW_AUTH__BYPASS_JWT_SIGNATURE` skips step 2 (and the `alg` check), logged on every use.
+//! Accepted tokens are remembered by hash ([`super::cache`]), so a repeated token costs no
+//! signature check.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ai_gateway_actors::jwks::JwksHandle;
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use super::cache::{token_hash, TokenCache};
+use super::keys::{KeySet, VerificationKey};
+use super::user::Claims;
+use super::TokenVerifier;
+
+/// How strictly claims are checked.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The audience the gateway answers to, and the issuer of its own tokens.
+    pub service_name: String,
+    /// Decode without checking the signature (`AIGW_AUTH__BYPASS_JWT_SIGNATURE`).
+    pub bypass_signature: bool,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+    /// Refuse tokens without `aud`.
+    pub require_aud: bool,
+    /// When non-empty, `iss` must be one of these.
+    pub allowed_issuers: Vec<String>,
+}
+
+/// Where keys come from: the gateway's own and each issuer's published set.
+pub trait KeySource: Send + Sync + 'static {
+    /// The gateway's own keys.
+    fn local(&self) -> &KeySet;
+    /// The current key sets of the issuers.
+    fn issuer_keys(&self) -> Vec<Arc<KeySet>>;
+    /// Ask every issuer for an on-demand refresh; whether any fetched anew.
+    fn refresh(&self) -> BoxFuture<'_, bool>;
+}
+
+/// Keys published by `JwksActor`s.
+pub struct ActorKeys {
+    /// The gateway's own keys.
+    pub local: KeySet,
+    /// One handle per issuer.
+    pub issuers: Vec<JwksHandle<KeySet>>,
+}
+
+impl KeySource for ActorKeys {
+    fn local(&self) -> &KeySet {
+        &self.local
+    }
+
+    fn issuer_keys(&self) -> Vec<Arc<KeySet>> {
+        self.issuers.iter().filter_map(|h| h.keys()).collect()
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            let asks = self.issuers.iter().map(|h| h.refresh_on_demand());
+            futures::future::join_all(asks).await.into_iter().any(|b| b)
+        })
+    }
+}
+
+/// Fixed keys (tests, benchmarks).
+pub struct StaticKeys {
+    /// The gateway's own keys.
+    pub local: KeySet,
+    /// Issuer keys.
+    pub issuers: Vec<Arc<KeySet>>,
+}
+
+impl KeySource for StaticKeys {
+    fn local(&self) -> &KeySet {
+        &self.local
+    }
+    fn issuer_keys(&self) -> Vec<Arc<KeySet>> {
+        self.issuers.clone()
+    }
+    fn refresh(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { false })
+    }
+}
+
+/// The gateway's [`TokenVerifier`].
+pub struct JwtVerifier {
+    keys: Box<dyn KeySource>,
+    options: VerifyOptions,
+    cache: TokenCache,
+    validation: Validation,
+}
+
+fn now_epoch() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Signature only; claims are checked by [`check_claims`], python-jose's way.
+fn signature_only() -> Validation {
+    let mut v = Validation::new(Algorithm::RS256);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.leeway = 0;
+    v
+}
+
+fn numeric(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("{name} claim must be a number")),
+    }
+}
+
+/// python-jose's claim checks (plus the strict options); `Ok(exp)`.
+pub fn check_claims(
+    claims: &Map<String, Value>,
+    options: &VerifyOptions,
+    now: f64,
+) -> Result<Option<f64>, String> {
+    let exp = numeric(claims, "exp")?;
+    if let Some(exp) = exp {
+        if exp < now.floor() {
+            return Err("Signature has expired.".into());
+        }
+    } else if options.require_exp {
+        return Err("exp claim required".into());
+    }
+    if let Some(nbf) = numeric(claims, "nbf")? {
+        if nbf > now.floor() {
+            return Err("The token is not yet valid (nbf)".into());
+        }
+    }
+    numeric(claims, "iat")?;
+    match claims.get("aud") {
+        None | Some(Value::Null) => {
+            if options.require_aud {
+                return Err("aud claim required".into());
+            }
+        }
+        Some(Value::String(aud)) => {
+            if aud != &options.service_name {
+                return Err("Invalid audience".into());
+            }
+        }
+        Some(Value::Array(auds)) => {
+            if !auds
+                .iter()
+                .any(|a| a.as_str() == Some(options.service_name.as_str()))
+            {
+                return Err("Invalid audience".into());
+            }
+        }
+        Some(_) => return Err("Invalid claim format in token".into()),
+    }
+    match claims.get("sub") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(_) => return Err("Subject must be a string.".into()),
+    }
+    if !options.allowed_issuers.is_empty() {
+        let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+        if !options.allowed_issuers.iter().any(|a| a == iss) {
+            return Err(format!("issuer {iss:?} is not allowed"));
+        }
+    }
+    Ok(exp)
+}
+
+fn string_claim(claims: &Map<String, Value>, name: &str) -> Option<String> {
+    match claims.get(name) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+/// The claims the gateway reads.
+pub fn claims_of(claims: &Map<String, Value>) -> Claims {
+    Claims {
+        gitlab_realm: string_claim(claims, "gitlab_realm"),
+        scopes: claims
+            .get("scopes")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        subject: string_claim(claims, "sub"),
+        issuer: string_claim(claims, "iss"),
+        duo_seat_count: string_claim(claims, "duo_seat_count"),
+        gitlab_instance_id: string_claim(claims, "gitlab_instance_id"),
+        expires_at: claims.get("exp").and_then(Value::as_f64).map(|e| e as i64),
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier over `keys`; `cache_size` 0 disables the token cache.
+    pub fn new(keys: Box<dyn KeySource>, options: VerifyOptions, cache_size: usize) -> Self {
+        Self {
+            keys,
+            options,
+            cache: TokenCache::new(cache_size),
+            validation: signature_only(),
+        }
+    }
+
+    /// The token cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    fn try_keys<'a>(
+        &self,
+        token: &str,
+        keys: impl Iterator<Item = &'a VerificationKey>,
+    ) -> Option<Map<String, Value>> {
+        keys.filter_map(|k| {
+            jsonwebtoken::decode::<Map<String, Value>>(token, &k.key, &self.validation).ok()
+        })
+        .map(|data| data.claims)
+        .next()
+    }
+
+    /// Find a key that verifies `token`, in the published sets as they are now.
+    fn verify_now(&self, token: &str, kid: Option<&str>) -> Option<Map<String, Value>> {
+        let issuers = self.keys.issuer_keys();
+        let local = self.keys.local();
+        match kid {
+            Some(kid) => self.try_keys(
+                token,
+                local
+                    .with_kid(kid)
+                    .chain(issuers.iter().flat_map(|s| s.with_kid(kid))),
+            ),
+            None => self.try_keys(
+                token,
+                local
+                    .keys
+                    .iter()
+                    .chain(issuers.iter().flat_map(|s| s.keys.iter())),
+            ),
+        }
+    }
+
+    fn kid_known(&self, kid: &str) -> bool {
+        self.keys.local().has_kid(kid) || self.keys.issuer_keys().iter().any(|s| s.has_kid(kid))
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Map<String, Value>, String> {
+        if self.options.bypass_signature {
+            tracing::error!(
+                target: "auth",
+                "JWT signature not verified: AIGW_AUTH__BYPASS_JWT_SIGNATURE is on"
+            );
+            return jsonwebtoken::dangerous::insecure_decode::<Map<String, Value>>(token)
+                .map(|d| d.claims)
+                .map_err(|e| format!("invalid token: {e}"));
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("invalid token: {e}"))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(format!(
+                "algorithm {:?} is not allowed (RS256 only)",
+                header.alg
+            ));
+        }
+        let kid = header.kid.as_deref();
+        if let Some(claims) = self.verify_now(token, kid) {
+            return Ok(claims);
+        }
+        // A kid nobody holds may be a key the issuer just rotated in; a token without kid that
+        // no key verifies may be too. Either way: one refresh, cooldown permitting.
+        let worth_refresh = match kid {
+            Some(kid) => !self.kid_known(kid),
+            None => true,
+        };
+        if worth_refresh && self.keys.refresh().await {
+            if let Some(claims) = self.verify_now(token, kid) {
+                return Ok(claims);
+            }
+        }
+        Err(match kid {
+            Some(kid) if !self.kid_known(kid) => format!("no key with kid {kid:?}"),
+            _ => "signature verification failed".to_string(),
+        })
+    }
+
+    /// Verify and check claims (no cache).
+    pub async fn verify_claims(&self, token: &str) -> Result<(Claims, Option<f64>), String> {
+        let raw = self.verify_uncached(token).await?;
+        let exp = check_claims(&raw, &self.options, now_epoch())?;
+        Ok((claims_of(&raw), exp))
+    }
+}
+
+impl TokenVerifier for JwtVerifier {
+    fn verify<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Claims, String>> {
+        Box::pin(async move {
+            let hash = self.cache.enabled().then(|| token_hash(token));
+            if let Some(hash) = &hash {
+                if let Some(claims) = self.cache.get(hash) {
+                    return Ok(claims.as_ref().clone());
+                }
+            }
+            let (claims, exp) = self.verify_claims(token).await?;
+            if let Some(hash) = hash {
+                if !self.options.bypass_signature {
+                    self.cache.insert(hash, Arc::new(claims.clone()), exp);
+                }
+            }
+            Ok(claims)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn opts() -> VerifyOptions {
+        VerifyOptions {
+            service_name: "gitlab-ai-gateway".into(),
+            ..VerifyOptions::default()
+        }
+    }
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn claim_checks_follow_python_jose() {
+        let now = 1_000_000.0;
+        assert!(check_claims(&map(json!({})), &opts(), now).is_ok());
+        assert!(check_claims(&map(json!({"exp": now - 1.0})), &opts(), now).is_err());
+        assert!(check_claims(&map(json!({"exp": now})), &opts(), now).is_ok());
+        assert!(check_claims(&map(json!({"nbf": now + 5.0})), &opts(), now).is_err());
+        assert!(check_claims(&map(json!({"aud": "other"})), &opts(), now).is_err());
+        assert!(check_claims(
+            &map(json!({"aud": ["x", "gitlab-ai-gateway"]})),
+            &opts(),
+            now
+        )
+        .is_ok());
+        assert!(check_claims(&map(json!({"sub": 5})), &opts(), now).is_err());
+        assert!(check_claims(&map(json!({"iat": "x"})), &opts(), now).is_err());
+        let strict = VerifyOptions {
+            require_exp: true,
+            require_aud: true,
+            allowed_issuers: vec!["https://gitlab.com".into()],
+            ..opts()
+        };
+        assert!(check_claims(&map(json!({"aud": "gitlab-ai-gateway"})), &strict, now).is_err());
+        assert!(check_claims(
+            &map(json!({"aud": "gitlab-ai-gateway", "exp": now + 1.0, "iss": "https://x"})),
+            &strict,
+            now
+        )
+        .is_err());
+        assert!(check_claims(
+            &map(
+                json!({"aud": "gitlab-ai-gateway", "exp": now + 1.0, "iss": "https://gitlab.com"})
+            ),
+            &strict,
+            now
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn claims_are_read_as_the_original() {
+        let c = claims_of(&map(json!({
+            "gitlab_realm": "saas", "scopes": ["complete_code", 5], "sub": "1",
+            "iss": "gitlab-ai-gateway", "duo_seat_count": 33, "gitlab_instance_id": "i",
+            "exp": 10
+        })));
+        assert_eq!(c.scopes, vec!["complete_code"]);
+        assert_eq!(c.duo_seat_count.as_deref(), Some("33"));
+        assert_eq!(c.expires_at, Some(10));
+    }
+}

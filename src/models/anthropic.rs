@@ -1,0 +1,487 @@
+//! Anthropic: the Messages API (`POST /v1/messages`) and the legacy Text Completions API
+//! (`POST /v1/complete`), whole and streamed.
+//!
+//! Requests carry `x-api-key: $ANTHROPIC_API_KEY` and `anthropic-version: 2023-06-01` and go to
+//! `$ANTHROPIC_BASE_URL` (default `https://api.anthropic.com`), as the official SDKs do. The
+//! original's defaults apply where the call leaves a parameter unset (or sets it to a falsy value,
+//! a quirk of its option merging): Messages `max_tokens` 4096, legacy `max_tokens_to_sample` 2048,
+//! temperature 0.2. A `system` message becomes the `system` field.
+//!
+//! Streams: Messages yields `content_block_delta` text; usage comes from `message_start`
+//! (`input_tokens`) and `message_delta` (`output_tokens`) and is handed on with the last chunk at
+//! `message_stop`. An `error` event mid-stream (`overloaded_error`, ...) ends the call with a
+//! [`ModelErrorKind::Stream`] error. The legacy stream yields `completion` events and ends when one
+//! carries a `stop_reason`; it reports no usage.
+
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use super::http_client::{join_url, Upstream};
+use super::sse::{closed_early, frames_to_chunks, lazy, FrameHandler, SseDecoder, SseEvent, Step};
+use super::{
+    ChunkStream, ModelChunk, ModelError, ModelErrorKind, ModelMetadata, ModelProvider,
+    ModelRequest, Prompt, Usage,
+};
+
+/// `anthropic-version` header value.
+pub const API_VERSION: &str = "2023-06-01";
+const MESSAGES_MAX_TOKENS: u32 = 4096;
+const LEGACY_MAX_TOKENS: u32 = 2048;
+const TEMPERATURE: f64 = 0.2;
+
+/// The Anthropic upstream shared by every Anthropic model.
+#[derive(Debug)]
+pub struct AnthropicClient {
+    upstream: Upstream,
+    base_url: String,
+    api_key: Option<String>,
+}
+
+impl AnthropicClient {
+    /// A client for `base_url` with `api_key`.
+    pub fn new(upstream: Upstream, base_url: &str, api_key: Option<String>) -> Self {
+        Self {
+            upstream: upstream.with_secret(api_key.as_deref()),
+            base_url: base_url.to_string(),
+            api_key,
+        }
+    }
+}
+
+/// Which Anthropic API a model is called through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/v1/messages`.
+    Messages,
+    /// `/v1/complete`.
+    Legacy,
+}
+
+/// One Anthropic model.
+#[derive(Debug, Clone)]
+pub struct AnthropicModel {
+    client: Arc<AnthropicClient>,
+    api: Api,
+    metadata: ModelMetadata,
+}
+
+impl AnthropicModel {
+    /// `model` through `api`.
+    pub fn new(client: Arc<AnthropicClient>, api: Api, model: &str) -> Self {
+        Self {
+            client,
+            api,
+            metadata: ModelMetadata::new("anthropic", model),
+        }
+    }
+}
+
+fn positive_u32(v: Option<u32>, default: u32) -> u32 {
+    v.filter(|v| *v > 0).unwrap_or(default)
+}
+
+fn positive_f64(v: Option<f64>, default: f64) -> f64 {
+    v.filter(|v| *v != 0.0).unwrap_or(default)
+}
+
+/// The Messages API body.
+pub fn messages_body(model: &str, request: &ModelRequest, stream: bool) -> Value {
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    body.insert(
+        "max_tokens".into(),
+        json!(positive_u32(request.params.max_tokens, MESSAGES_MAX_TOKENS)),
+    );
+    let mut system = Vec::new();
+    let messages: Vec<Value> = match &request.prompt {
+        Prompt::Chat(messages) => messages
+            .iter()
+            .filter_map(|m| {
+                if m.role == "system" {
+                    system.push(m.content.clone());
+                    None
+                } else {
+                    Some(json!({"role": m.role, "content": m.content}))
+                }
+            })
+            .collect(),
+        Prompt::Text { prefix, .. } => vec![json!({"role": "user", "content": prefix})],
+    };
+    if !system.is_empty() {
+        body.insert("system".into(), json!(system.join("\n")));
+    }
+    body.insert("messages".into(), Value::Array(messages));
+    body.insert(
+        "temperature".into(),
+        json!(positive_f64(request.params.temperature, TEMPERATURE)),
+    );
+    if let Some(top_p) = request.params.top_p.filter(|v| *v != 0.0) {
+        body.insert("top_p".into(), json!(top_p));
+    }
+    if let Some(top_k) = request.params.top_k.filter(|v| *v != 0) {
+        body.insert("top_k".into(), json!(top_k));
+    }
+    if !request.params.stop.is_empty() {
+        body.insert("stop_sequences".into(), json!(request.params.stop));
+    }
+    if stream {
+        body.insert("stream".into(), json!(true));
+    }
+    Value::Object(body)
+}
+
+/// The legacy Text Completions body.
+pub fn legacy_body(model: &str, request: &ModelRequest, stream: bool) -> Value {
+    let prompt = match &request.prompt {
+        Prompt::Text { prefix, .. } => prefix.clone(),
+        Prompt::Chat(messages) => {
+            let mut text = String::new();
+            for m in messages {
+                let role = if m.role == "assistant" {
+                    "Assistant"
+                } else {
+                    "Human"
+                };
+                text.push_str(&format!("\n\n{role}: {}", m.content));
+            }
+            text.push_str("\n\nAssistant:");
+            text
+        }
+    };
+    let mut body = Map::new();
+    body.insert("model".into(), json!(model));
+    body.insert("prompt".into(), json!(prompt));
+    body.insert(
+        "max_tokens_to_sample".into(),
+        json!(positive_u32(request.params.max_tokens, LEGACY_MAX_TOKENS)),
+    );
+    body.insert(
+        "temperature".into(),
+        json!(positive_f64(request.params.temperature, TEMPERATURE)),
+    );
+    if let Some(top_p) = request.params.top_p.filter(|v| *v != 0.0) {
+        body.insert("top_p".into(), json!(top_p));
+    }
+    if let Some(top_k) = request.params.top_k.filter(|v| *v != 0) {
+        body.insert("top_k".into(), json!(top_k));
+    }
+    if !request.params.stop.is_empty() {
+        body.insert("stop_sequences".into(), json!(request.params.stop));
+    }
+    if stream {
+        body.insert("stream".into(), json!(true));
+    }
+    Value::Object(body)
+}
+
+fn protocol(message: impl Into<String>) -> ModelError {
+    ModelError::new(ModelErrorKind::Protocol, message)
+}
+
+fn parse(data: &str) -> Result<Value, ModelError> {
+    serde_json::from_str(data).map_err(|e| protocol(format!("anthropic sent invalid JSON: {e}")))
+}
+
+fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_u64()
+}
+
+/// An Anthropic `error` payload as a model error.
+fn stream_error(v: &Value) -> ModelError {
+    let kind = v["error"]["type"].as_str().unwrap_or("error");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    ModelError::new(
+        ModelErrorKind::Stream,
+        format!("anthropic stream error {kind}: {message}"),
+    )
+}
+
+/// A whole Messages answer.
+pub fn parse_messages_response(v: &Value) -> ModelChunk {
+    let text: String = v["content"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter(|b| b["type"] == "text")
+                .filter_map(|b| b["text"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    ModelChunk {
+        text,
+        usage: Some(Usage {
+            input_tokens: u64_at(v, &["usage", "input_tokens"]).unwrap_or(0),
+            output_tokens: u64_at(v, &["usage", "output_tokens"]).unwrap_or(0),
+        }),
+        finish_reason: v["stop_reason"].as_str().map(str::to_string),
+        ..ModelChunk::default()
+    }
+}
+
+/// The Messages stream.
+#[derive(Debug, Default)]
+struct MessagesStream {
+    usage: Usage,
+}
+
+impl FrameHandler for MessagesStream {
+    type Frame = SseEvent;
+
+    fn frame(&mut self, event: SseEvent) -> Step {
+        let kind = event.event.as_str();
+        if matches!(kind, "ping" | "content_block_start" | "content_block_stop") {
+            return Step::Skip;
+        }
+        let v = match parse(&event.data) {
+            Ok(v) => v,
+            Err(e) => return Step::Fail(e),
+        };
+        let kind = if kind.is_empty() {
+            v["type"].as_str().unwrap_or("")
+        } else {
+            kind
+        };
+        match kind {
+            "message_start" => {
+                self.usage.input_tokens =
+                    u64_at(&v, &["message", "usage", "input_tokens"]).unwrap_or(0);
+                self.usage.output_tokens =
+                    u64_at(&v, &["message", "usage", "output_tokens"]).unwrap_or(0);
+                Step::Skip
+            }
+            "content_block_delta" => match v["delta"]["text"].as_str() {
+                Some(text) if !text.is_empty() => Step::Chunk(ModelChunk::text(text)),
+                _ => Step::Skip,
+            },
+            "message_delta" => {
+                if let Some(out) = u64_at(&v, &["usage", "output_tokens"]) {
+                    self.usage.output_tokens = out;
+                }
+                if let Some(input) = u64_at(&v, &["usage", "input_tokens"]) {
+                    self.usage.input_tokens = input;
+                }
+                Step::Skip
+            }
+            "message_stop" => Step::End(Some(ModelChunk {
+                usage: Some(self.usage),
+                ..ModelChunk::default()
+            })),
+            "error" => Step::Fail(stream_error(&v)),
+            _ => Step::Skip,
+        }
+    }
+
+    fn eof(&mut self) -> Result<Option<ModelChunk>, ModelError> {
+        Err(closed_early("anthropic"))
+    }
+}
+
+/// The legacy Text Completions stream.
+#[derive(Debug, Default)]
+struct LegacyStream;
+
+impl FrameHandler for LegacyStream {
+    type Frame = SseEvent;
+
+    fn frame(&mut self, event: SseEvent) -> Step {
+        if event.event == "ping" {
+            return Step::Skip;
+        }
+        let v = match parse(&event.data) {
+            Ok(v) => v,
+            Err(e) => return Step::Fail(e),
+        };
+        if event.event == "error" || v["type"] == "error" {
+            return Step::Fail(stream_error(&v));
+        }
+        let text = v["completion"].as_str().unwrap_or("");
+        let chunk = ModelChunk {
+            text: text.to_string(),
+            finish_reason: v["stop_reason"].as_str().map(str::to_string),
+            ..ModelChunk::default()
+        };
+        if chunk.finish_reason.is_some() {
+            Step::End(Some(chunk))
+        } else if text.is_empty() {
+            Step::Skip
+        } else {
+            Step::Chunk(chunk)
+        }
+    }
+
+    fn eof(&mut self) -> Result<Option<ModelChunk>, ModelError> {
+        Err(closed_early("anthropic"))
+    }
+}
+
+impl AnthropicModel {
+    async fn start(self, request: ModelRequest) -> Result<ChunkStream, ModelError> {
+        let client = &self.client;
+        let Some(key) = client.api_key.clone() else {
+            return Err(ModelError::new(
+                ModelErrorKind::Refused,
+                "ANTHROPIC_API_KEY is not set",
+            ));
+        };
+        let model = self.metadata.name.as_str();
+        let stream = request.stream;
+        let (path, body) = match self.api {
+            Api::Messages => ("v1/messages", messages_body(model, &request, stream)),
+            Api::Legacy => ("v1/complete", legacy_body(model, &request, stream)),
+        };
+        let url = join_url(&client.base_url, path);
+        let body =
+            bytes::Bytes::from(serde_json::to_vec(&body).map_err(|e| protocol(e.to_string()))?);
+        let response = client
+            .upstream
+            .send(|http| {
+                http.post(&url)
+                    .header("x-api-key", &key)
+                    .header("anthropic-version", API_VERSION)
+                    .header("content-type", "application/json")
+                    .header(
+                        "accept",
+                        if stream {
+                            "text/event-stream"
+                        } else {
+                            "application/json"
+                        },
+                    )
+                    .body(body.clone())
+            })
+            .await?;
+        if stream {
+            return Ok(match self.api {
+                Api::Messages => frames_to_chunks(
+                    "anthropic",
+                    response,
+                    SseDecoder::new(),
+                    MessagesStream::default(),
+                ),
+                Api::Legacy => {
+                    frames_to_chunks("anthropic", response, SseDecoder::new(), LegacyStream)
+                }
+            });
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| super::http_client::body_error("anthropic", &e))?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| protocol(format!("anthropic sent invalid JSON: {e}")))?;
+        if v["type"] == "error" {
+            return Err(stream_error(&v));
+        }
+        let chunk = match self.api {
+            Api::Messages => parse_messages_response(&v),
+            Api::Legacy => ModelChunk {
+                text: v["completion"].as_str().unwrap_or("").to_string(),
+                finish_reason: v["stop_reason"].as_str().map(str::to_string),
+                ..ModelChunk::default()
+            },
+        };
+        Ok(futures::stream::iter([Ok(chunk)]).boxed())
+    }
+}
+
+use futures::StreamExt;
+
+impl ModelProvider for AnthropicModel {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn call(&self, request: ModelRequest) -> ChunkStream {
+        lazy(self.clone().start(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Message;
+
+    #[test]
+    fn messages_body_defaults_and_system() {
+        let mut r = ModelRequest::new(
+            Prompt::Chat(vec![
+                Message::new("system", "be brief"),
+                Message::new("user", "hi"),
+            ]),
+            true,
+        );
+        r.params.max_tokens = Some(0);
+        r.params.stop = vec!["</new_code>".into()];
+        let b = messages_body("claude-3-haiku-20240307", &r, true);
+        assert_eq!(b["max_tokens"], 4096);
+        assert_eq!(b["temperature"], 0.2);
+        assert_eq!(b["system"], "be brief");
+        assert_eq!(b["messages"], json!([{"role": "user", "content": "hi"}]));
+        assert_eq!(b["stop_sequences"], json!(["</new_code>"]));
+        assert_eq!(b["stream"], true);
+    }
+
+    #[test]
+    fn legacy_body_defaults() {
+        let r = ModelRequest::new(
+            Prompt::Text {
+                prefix: "\n\nHuman: x\n\nAssistant:".into(),
+                suffix: None,
+            },
+            false,
+        );
+        let b = legacy_body("claude-2.0", &r, false);
+        assert_eq!(b["max_tokens_to_sample"], 2048);
+        assert_eq!(b["prompt"], "\n\nHuman: x\n\nAssistant:");
+        assert!(b.get("stream").is_none());
+    }
+
+    #[test]
+    fn stream_handler_usage_and_error() {
+        let mut h = MessagesStream::default();
+        let ev = |e: &str, d: &str| SseEvent {
+            event: e.into(),
+            data: d.into(),
+        };
+        assert!(matches!(
+            h.frame(ev(
+                "message_start",
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":25,"output_tokens":1}}}"#
+            )),
+            Step::Skip
+        ));
+        match h.frame(ev(
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+        )) {
+            Step::Chunk(c) => assert_eq!(c.text, "Hi"),
+            s => panic!("{s:?}"),
+        }
+        h.frame(ev(
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+        ));
+        match h.frame(ev("message_stop", r#"{"type":"message_stop"}"#)) {
+            Step::End(Some(c)) => assert_eq!(
+                c.usage,
+                Some(Usage {
+                    input_tokens: 25,
+                    output_tokens: 15
+                })
+            ),
+            s => panic!("{s:?}"),
+        }
+        match h.frame(ev(
+            "error",
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )) {
+            Step::Fail(e) => {
+                assert_eq!(e.kind, ModelErrorKind::Stream);
+                assert!(e.message.contains("overloaded_error"));
+            }
+            s => panic!("{s:?}"),
+        }
+    }
+}

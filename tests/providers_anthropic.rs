@@ -1,0 +1,209 @@
+//! Anthropic (Messages and legacy Text Completions) through the gateway against a fake
+//! Anthropic API speaking its SSE byte for byte.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::fake_upstream::*;
+use common::metric_value;
+use common::providers::{self as scenarios, base_env, post, Framing, Kit, StreamReader};
+use serde_json::{json, Value};
+
+fn kit(fake: &FakeUpstream) -> Kit {
+    Kit {
+        env: base_env(fake),
+        stream_path: "/v4/code/suggestions",
+        stream_body: json!({"prompt_components": [{"type": "code_editor_completion", "payload": {
+            "file_name": "main.py", "content_above_cursor": "def f(", "content_below_cursor": "",
+            "model_provider": "anthropic", "model_name": "claude-3-5-sonnet-20240620", "stream": true}}]}),
+        framing: Framing::Sse,
+        whole_path: "/v2/code/completions",
+        whole_body: json!({
+            "prompt_version": 3,
+            "current_file": {"file_name": "main.py", "content_above_cursor": "def f(", "content_below_cursor": ""},
+            "model_provider": "anthropic", "model_name": "claude-3-5-sonnet-20240620",
+            "prompt": [{"role": "system", "content": "You complete code."}, {"role": "user", "content": "def f("}],
+        }),
+        upstream_path: "/v1/messages",
+        head: anthropic_head(11),
+        delta: anthropic_delta,
+        tail: anthropic_tail(5),
+        error_frame: anthropic_error_event(),
+        content_type: "text/event-stream; charset=utf-8",
+        whole: |text| Reply::json(200, &anthropic_message(text, 11, 5)),
+        error: |status| {
+            let kind = match status {
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            Reply::json(status, &anthropic_error_body(kind, "upstream says no"))
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_frames_arrive_unbatched() {
+    let fake = FakeUpstream::start().await;
+    scenarios::paced_frames_arrive_unbatched(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_stream_error_event() {
+    let fake = FakeUpstream::start().await;
+    scenarios::mid_stream_error(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_fires_idle_timeout() {
+    let fake = FakeUpstream::start().await;
+    scenarios::stall_fires_idle_timeout(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_close_is_a_failure() {
+    let fake = FakeUpstream::start().await;
+    scenarios::early_close_is_a_failure(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_with_retry_after() {
+    let fake = FakeUpstream::start().await;
+    scenarios::rate_limit_with_retry_after(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_retried_then_success() {
+    let fake = FakeUpstream::start().await;
+    scenarios::server_error_retried_then_success(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_closes_upstream() {
+    let fake = FakeUpstream::start().await;
+    scenarios::client_disconnect_closes_upstream(&fake, &kit(&fake)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_messages_call_wire_format_and_usage() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    fake.push(Reply::json(
+        200,
+        &anthropic_message("x: int) -> int:", 42, 9),
+    ));
+    let gw = kit.gateway(&[]);
+    let res = post(&gw, kit.whole_path, &kit.whole_body).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["choices"][0]["text"], "x: int) -> int:");
+    assert_eq!(body["model"]["engine"], "anthropic");
+    assert_eq!(body["model"]["name"], "claude-3-5-sonnet-20240620");
+    assert_eq!(
+        body["model"]["tokens_consumption_metadata"]["output_tokens"],
+        9
+    );
+
+    let sent = &fake.requests_to("/v1/messages")[0];
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant-test-key-0123456789"));
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        sent.json(),
+        json!({"model": "claude-3-5-sonnet-20240620", "max_tokens": 4096,
+               "system": "You complete code.",
+               "messages": [{"role": "user", "content": "def f("}], "temperature": 0.2})
+    );
+    let log = gw.access_log("/v2/code/completions");
+    assert_eq!(log["input_tokens"], 42);
+    assert_eq!(log["output_tokens"], 9);
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "model_tokens_total",
+            &["direction=\"input\"", "anthropic"]
+        ),
+        Some(42.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "model_tokens_total",
+            &["direction=\"output\"", "anthropic"]
+        ),
+        Some(9.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_usage_is_counted_and_keys_never_logged() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    fake.push(Reply::sse(anthropic_stream(&["a", "b"], 13, 2)));
+    // The upstream echoes our key back in an error: it must not reach the logs.
+    fake.push(Reply::json(
+        400,
+        &anthropic_error_body(
+            "invalid_request_error",
+            "bad key sk-ant-test-key-0123456789",
+        ),
+    ));
+    let gw = kit.gateway(&[]);
+    let res = post(&gw, kit.stream_path, &kit.stream_body).await;
+    let mut reader = StreamReader::new(Framing::Sse, res);
+    reader.read_to_end().await;
+    assert_eq!(reader.content, "ab");
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(&metrics, "model_tokens_total", &["direction=\"input\""]),
+        Some(13.0)
+    );
+    let res = post(&gw, kit.whole_path, &kit.whole_body).await;
+    assert_eq!(res.status(), 503);
+    let log = gw.access_log("/v2/code/completions");
+    let message = log["model_exception_message"].as_str().unwrap();
+    assert!(message.contains("[REDACTED]"), "{message}");
+    assert!(!gw.lines().join("\n").contains("sk-ant-test-key-0123456789"));
+    assert_eq!(
+        fake.requests_to("/v1/messages").len(),
+        2,
+        "a 400 is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_text_completions_stream() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    fake.push(Reply::sse(anthropic_legacy_stream(&["def ", "hello():"])));
+    let gw = kit.gateway(&[]);
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        &json!({"prompt_version": 2, "stream": true, "model_provider": "anthropic",
+                "current_file": {"file_name": "a.py", "content_above_cursor": "# hello\n", "content_below_cursor": ""},
+                "prompt": "\n\nHuman: write hello\n\nAssistant:"}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "def hello():");
+    let sent = &fake.requests_to("/v1/complete")[0];
+    let body = sent.json();
+    assert_eq!(body["model"], "claude-2.0");
+    assert_eq!(body["prompt"], "\n\nHuman: write hello\n\nAssistant:");
+    assert_eq!(body["max_tokens_to_sample"], 2048);
+    assert_eq!(body["stop_sequences"], json!(["</new_code>", "\n\nHuman:"]));
+    assert_eq!(body["stream"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_api_key_is_inference_failed() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    let gw = kit.gateway(&[("ANTHROPIC_API_KEY", "")]);
+    let res = post(&gw, kit.whole_path, &kit.whole_body).await;
+    assert_eq!(res.status(), 503);
+    assert!(fake.requests().is_empty());
+}
