@@ -108,9 +108,9 @@ pub async fn run(settings: Settings) -> ExitCode {
         readiness: Arc::new(Readiness::from_settings(&settings)),
         providers,
         faults: chaos::active(&settings).then(Faults::default),
+        quotas,
         prompts: Arc::new(prompts),
         upstreams: Arc::new(upstreams),
-        quotas,
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),

@@ -108,10 +108,10 @@ pub struct Settings {
     pub supervisor: Supervision,
     /// `AIGW_CHAOS__*`: fault injection (off by default).
     pub chaos: Chaos,
-    /// `AIGW_PROMPTS__*`: where the prompt definitions are read from.
-    pub prompts: Prompts,
     /// `AIGW_QUOTA__*`: how per-model quotas are enforced.
     pub quota: QuotaConfig,
+    /// `AIGW_PROMPTS__*`: where the prompt definitions are read from.
+    pub prompts: Prompts,
 
     /// Variables outside the `AIGW_` prefix that the original also reads.
     #[serde(skip)]
@@ -420,15 +420,6 @@ pub struct Chaos {
     pub allow_in_production: bool,
 }
 
-/// `AIGW_PROMPTS__*` (new).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Prompts {
-    /// The definitions directory; empty: `config/prompts` in the working directory, then
-    /// `/etc/ai-gateway/prompts`, then the source tree's copy.
-    pub dir: String,
-}
-
 /// The limits of one model (`AIGW_MODEL_QUOTAS`); an absent limit is no limit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -488,6 +479,15 @@ impl Default for QuotaConfig {
     }
 }
 
+/// `AIGW_PROMPTS__*` (new).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Prompts {
+    /// The definitions directory; empty: `config/prompts` in the working directory, then
+    /// `/etc/ai-gateway/prompts`, then the source tree's copy.
+    pub dir: String,
+}
+
 /// Variables without the `AIGW_` prefix.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct External {
@@ -541,8 +541,8 @@ impl Default for Settings {
             models: Models::default(),
             supervisor: Supervision::default(),
             chaos: Chaos::default(),
-            prompts: Prompts::default(),
             quota: QuotaConfig::default(),
+            prompts: Prompts::default(),
             external: External::default(),
         }
     }

@@ -31,12 +31,12 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// Provider fault injection, when chaos is active.
     pub faults: Option<Faults>,
+    /// Per-model quotas.
+    pub quotas: Arc<Quotas>,
     /// The prompt registry.
     pub prompts: Arc<PromptRegistry>,
     /// The provider proxies' upstreams and client.
     pub upstreams: Arc<Upstreams>,
-    /// Per-model quotas.
-    pub quotas: Arc<Quotas>,
 }
 
 impl AppState {

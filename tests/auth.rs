@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::issuer::{instance_claims, instance_headers, now, private_pem, sign, TestIssuer};
 use common::{metric_value, Gateway};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 const CHAOS_TOKEN: &str = "test-chaos-token-0123456789";
@@ -804,6 +805,40 @@ async fn key_rotation_is_picked_up_on_the_first_token_with_the_new_kid() {
 }
 
 #[tokio::test]
+async fn a_hanging_issuer_does_not_delay_another_issuers_new_key() {
+    let gitlab = TestIssuer::start(&[("issuer_a", Some("a"))]);
+    let customers_dot = TestIssuer::start(&[]);
+    customers_dot.set_hang(true);
+    let gw = gateway(
+        &gitlab,
+        &[
+            ("AIGW_CUSTOMER_PORTAL_URL", customers_dot.url.as_str()),
+            // CustomersDot's fetches would hang for 20 minutes.
+            ("AIGW_AUTH__JWKS_FETCH_TIMEOUT_S", "600"),
+        ],
+    );
+    gitlab.wait_jwks_fetches(1);
+    gitlab.set_keys(&[("issuer_b", Some("b"))]);
+    let claims = instance_claims(&gitlab.url, &["complete_code"]);
+    let token = sign("issuer_b", Some("b"), &claims);
+    let res = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .post(format!("{}/v3/code/completions", gw.api))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("X-Gitlab-Authentication-Type", "oidc")
+        .header("X-Gitlab-Realm", "saas")
+        .header("X-Gitlab-Instance-Id", "1234")
+        .json(&v3_body())
+        .send()
+        .await
+        .expect("answered without waiting for the hanging issuer");
+    assert_eq!(res.status(), 200);
+    customers_dot.set_hang(false);
+}
+
+#[tokio::test]
 async fn issuer_down_at_startup_then_up() {
     let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);
     issuer.set_down(true);
@@ -864,10 +899,13 @@ async fn a_kid_storm_costs_at_most_one_fetch_per_cooldown() {
         let tokens: Vec<String> = (0..100)
             .map(|i| sign("rogue", Some(&format!("random-{round}-{i}")), &claims))
             .collect();
-        let calls = tokens
-            .iter()
-            .map(|t| call(&gw, "/v3/code/completions", Some(t), &hdrs));
-        let results = futures::future::join_all(calls).await;
+        // Many at once (no body: authentication refuses them before it matters).
+        let results: Vec<(u16, String)> = futures::stream::iter(tokens.iter())
+            .map(|t| call_with_body(&gw, "/v3/code/completions", Some(t), &hdrs, Value::Null))
+            .buffer_unordered(25)
+            .collect()
+            .await;
+        assert_eq!(results.len(), 100);
         let refused: Vec<_> = results.iter().filter(|(s, _)| *s != 401).collect();
         assert!(refused.is_empty(), "not 401: {refused:?}");
         assert!(

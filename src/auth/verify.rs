@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ai_gateway_actors::jwks::JwksHandle;
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
@@ -52,8 +53,10 @@ pub trait KeySource: Send + Sync + 'static {
     fn local(&self) -> &KeySet;
     /// The current key sets of the issuers.
     fn issuer_keys(&self) -> Vec<Arc<KeySet>>;
-    /// Ask every issuer for an on-demand refresh; whether any fetched anew.
-    fn refresh(&self) -> BoxFuture<'_, bool>;
+    /// Ask every issuer for an on-demand refresh; whether any fetched anew. Returns as soon as
+    /// `enough()` holds after a fetch, so that a slow or unreachable issuer does not delay a
+    /// token whose key another issuer just published.
+    fn refresh<'a>(&'a self, enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, bool>;
 }
 
 /// Keys published by `JwksActor`s.
@@ -73,10 +76,18 @@ impl KeySource for ActorKeys {
         self.issuers.iter().filter_map(|h| h.keys()).collect()
     }
 
-    fn refresh(&self) -> BoxFuture<'_, bool> {
+    fn refresh<'a>(&'a self, enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let asks = self.issuers.iter().map(|h| h.refresh_on_demand());
-            futures::future::join_all(asks).await.into_iter().any(|b| b)
+            let mut asks: FuturesUnordered<_> =
+                self.issuers.iter().map(|h| h.refresh_on_demand()).collect();
+            let mut fetched = false;
+            while let Some(anew) = asks.next().await {
+                fetched |= anew;
+                if anew && enough() {
+                    break;
+                }
+            }
+            fetched
         })
     }
 }
@@ -96,7 +107,7 @@ impl KeySource for StaticKeys {
     fn issuer_keys(&self) -> Vec<Arc<KeySet>> {
         self.issuers.clone()
     }
-    fn refresh(&self) -> BoxFuture<'_, bool> {
+    fn refresh<'a>(&'a self, _enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, bool> {
         Box::pin(async { false })
     }
 }
@@ -302,7 +313,8 @@ impl JwtVerifier {
             Some(kid) => !self.kid_known(kid),
             None => true,
         };
-        if worth_refresh && self.keys.refresh().await {
+        let enough = || kid.is_some_and(|kid| self.kid_known(kid));
+        if worth_refresh && self.keys.refresh(&enough).await {
             if let Some(claims) = self.verify_now(token, kid) {
                 return Ok(claims);
             }

@@ -106,6 +106,7 @@ pub struct TestIssuer {
     pub url: String,
     state: Arc<Mutex<State>>,
     down: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
     discovery_hits: Arc<AtomicUsize>,
     jwks_hits: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -121,15 +122,17 @@ impl TestIssuer {
             url: format!("http://127.0.0.1:{port}"),
             state: Arc::new(Mutex::new(State { keys: Vec::new() })),
             down: Arc::new(AtomicBool::new(false)),
+            hang: Arc::new(AtomicBool::new(false)),
             discovery_hits: Arc::new(AtomicUsize::new(0)),
             jwks_hits: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             port,
         };
         issuer.set_keys(keys);
-        let (state, down, disc, jwks, stop, url) = (
+        let (state, down, hang, disc, jwks, stop, url) = (
             Arc::clone(&issuer.state),
             Arc::clone(&issuer.down),
+            Arc::clone(&issuer.hang),
             Arc::clone(&issuer.discovery_hits),
             Arc::clone(&issuer.jwks_hits),
             Arc::clone(&issuer.stop),
@@ -141,15 +144,16 @@ impl TestIssuer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (state, down, disc, jwks, url) = (
+                let (state, down, hang, disc, jwks, url) = (
                     Arc::clone(&state),
                     Arc::clone(&down),
+                    Arc::clone(&hang),
                     Arc::clone(&disc),
                     Arc::clone(&jwks),
                     url.clone(),
                 );
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &state, &down, &disc, &jwks, &url);
+                    let _ = serve(conn, &state, &down, &hang, &disc, &jwks, &url);
                 });
             }
         });
@@ -167,6 +171,11 @@ impl TestIssuer {
     /// An outage: every request answered 503.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// A black hole: requests are read and never answered (until `set_hang(false)`).
+    pub fn set_hang(&self, hang: bool) {
+        self.hang.store(hang, Ordering::SeqCst);
     }
 
     /// Key-set fetches served so far (outages included).
@@ -204,6 +213,7 @@ fn serve(
     mut conn: TcpStream,
     state: &Mutex<State>,
     down: &AtomicBool,
+    hang: &AtomicBool,
     discovery_hits: &AtomicUsize,
     jwks_hits: &AtomicUsize,
     url: &str,
@@ -217,6 +227,9 @@ fn serve(
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
+    }
+    while hang.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let path = request_line.split(' ').nth(1).unwrap_or("");
     let body = match path {

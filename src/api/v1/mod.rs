@@ -1,4 +1,4 @@
-//! Version 1 of the API: chat invokables, the user access token, registry prompts and the
+//! Version 1 of the API: the user-token endpoint, chat invokables, registry prompts and the
 //! provider proxies.
 
 pub mod chat;
@@ -10,8 +10,8 @@ use actix_web::web;
 
 /// Register the v1 routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    chat::configure(cfg);
     code::configure(cfg);
+    chat::configure(cfg);
     prompts::configure(cfg);
     proxy::configure(cfg);
 }
