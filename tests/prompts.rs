@@ -380,3 +380,81 @@ async fn an_upstream_error_status_is_a_421_with_the_status() {
     .await;
     assert_eq!((status, d), (421, json!("500: Internal Server Error")));
 }
+
+/// A one-shot fake Anthropic Messages API: records the request body, answers `text`.
+async fn fake_anthropic(
+    text: &'static str,
+) -> (String, tokio::sync::oneshot::Receiver<(String, Value)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let (head_end, length) = loop {
+            let n = sock.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+                    .unwrap_or(0);
+                break (i, length);
+            }
+        };
+        while buf.len() < head_end + 4 + length {
+            let n = sock.read(&mut chunk).await.unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let body: Value = serde_json::from_slice(&buf[head_end + 4..]).unwrap();
+        let answer = json!({"id": "msg_1", "type": "message", "role": "assistant",
+            "model": body["model"], "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 10, "output_tokens": 3}})
+        .to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        sock.write_all(response.as_bytes()).await.unwrap();
+        let _ = tx.send((head, body));
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn the_rendered_prompt_reaches_anthropic() {
+    let (url, seen) = fake_anthropic("Add x\n\n- because").await;
+    let gw = Gateway::start(
+        &[
+            ("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+            ("ANTHROPIC_API_KEY", "sk-test"),
+            ("ANTHROPIC_BASE_URL", url.as_str()),
+        ],
+        &[],
+    );
+    let res = post(
+        &gw,
+        "/v1/prompts/generate_commit_message",
+        json!({"inputs": {"diff": "+hello"}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!("Add x\n\n- because")
+    );
+    let (head, body) = seen.await.unwrap();
+    assert!(head.starts_with("POST /v1/messages"), "{head}");
+    assert_eq!(body["model"], "claude-3-5-sonnet-20241022");
+    assert!(
+        body["system"].to_string().contains("commit messages"),
+        "{body}"
+    );
+    let user = body["messages"][0]["content"].to_string();
+    assert!(user.contains("<diff>\\n+hello\\n</diff>"), "{user}");
+}

@@ -117,8 +117,8 @@ fn plan(request: &ChatRequest) -> Plan {
 
 /// The model that answers (the mock in mock mode), with fault injection when active.
 ///
-/// Real providers plug in here: Anthropic legacy text completions or Messages API, or an
-/// OpenAI-compatible client for `provider: litellm`.
+/// Anthropic's legacy text completions or Messages API; `provider: litellm` (an
+/// OpenAI-compatible client) is not served yet outside mock mode (502).
 fn provider_for(
     state: &AppState,
     request: &ChatRequest,
@@ -131,6 +131,15 @@ fn provider_for(
             mock::text_model()
         };
         return Ok(state.provider(Arc::new(model)));
+    }
+    if request.payload.provider != Some(ChatProvider::Litellm) {
+        let providers = &state.providers;
+        let model = if plan.chat_model {
+            providers.anthropic_chat(&request.payload.model)
+        } else {
+            providers.anthropic_text(&request.payload.model)
+        };
+        return Ok(state.provider(model));
     }
     tracing::warn!(
         target: "api.chat",

@@ -27,6 +27,7 @@ use crate::http::edge::{arrival_of, user_of};
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
 use crate::models::{mock, ModelProvider, ModelRequest, Prompt};
+use crate::prompts::definition::ModelClass;
 use crate::prompts::registry::AGENT_PROMPTS;
 use crate::prompts::render::RenderError;
 use crate::prompts::version::DEFAULT_CONSTRAINT;
@@ -127,8 +128,8 @@ fn detail(status: StatusCode, message: impl Into<String>) -> ApiError {
 
 /// The model that answers `entry` (the mock in mock mode), with fault injection when active.
 ///
-/// Real providers plug in here: Anthropic for `model_class_provider: anthropic`, an
-/// OpenAI-compatible client for `litellm` and `model_metadata` overrides.
+/// Anthropic-class prompts go to Anthropic's Messages API; `litellm`-class prompts and
+/// `model_metadata` overrides (OpenAI-compatible models) are not served yet (503).
 fn provider_for(
     state: &AppState,
     entry: &Entry,
@@ -138,6 +139,9 @@ fn provider_for(
         return Ok(state.provider(Arc::new(mock::chat_model())));
     }
     let class = entry.definition.model.params.model_class_provider;
+    if class == ModelClass::Anthropic && metadata.is_none() {
+        return Ok(state.provider(state.providers.anthropic_chat(&entry.definition.model.name)));
+    }
     tracing::warn!(
         target: "api.prompts",
         model = %metadata.map(|m| m.name.as_str()).unwrap_or(entry.definition.model.name.as_str()),
