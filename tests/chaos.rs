@@ -326,6 +326,7 @@ async fn chaos_run(
     headers: Vec<(String, String)>,
     workers: usize,
     until: Until,
+    kill_every: Duration,
 ) -> Report {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -456,7 +457,7 @@ async fn chaos_run(
         if rss_steady_kib.is_none() && started.elapsed() >= steady_after {
             rss_steady_kib = Some(rss_kib(gw.pid()));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(kill_every).await;
     }
     for task in tasks {
         task.await.unwrap();
@@ -620,7 +621,14 @@ impl Report {
 async fn mixed_traffic_survives_actor_kills_and_provider_faults() {
     let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);
     let gw = authenticated_gateway(&issuer);
-    let report = chaos_run(&gw, credentials(&issuer), 6, Until::Calls(45)).await;
+    let report = chaos_run(
+        &gw,
+        credentials(&issuer),
+        6,
+        Until::Calls(45),
+        Duration::from_millis(100),
+    )
+    .await;
     assert_eq!(report.records.len(), 6 * 45);
     println!("{}", report.table());
     if std::env::var("CHAOS_DEBUG").is_ok() {
@@ -639,6 +647,10 @@ async fn chaos_soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
+    let kill_every_ms: u64 = std::env::var("CHAOS_SOAK_KILL_EVERY_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let workers: usize = std::env::var("CHAOS_SOAK_WORKERS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -650,6 +662,10 @@ async fn chaos_soak() {
         credentials(&issuer),
         workers,
         Until::Elapsed(Duration::from_secs(seconds)),
+        // Five restarts per round of four kills: one round a second keeps a long run at 75
+        // restarts a minute, inside the default budget (100 per 60 s). Faster, and the process
+        // exits on purpose (see `a_restart_budget_breach_exits_non_zero`).
+        Duration::from_millis(kill_every_ms),
     )
     .await;
     println!("{}", report.table());
