@@ -505,8 +505,8 @@ pub enum QuotaMsg {
         /// The answer.
         reply: RpcReplyPort<Result<Grant, Refusal>>,
     },
-    /// A call ended.
-    Release(Release),
+    /// Calls ended: their releases wait in the shared store; settle them.
+    Settle,
     /// The provider answered 429.
     Throttled(Option<Duration>),
     /// A waiter's time is up.
@@ -527,6 +527,7 @@ pub struct QuotaShared {
     fallback: Option<Arc<dyn QuotaBackend>>,
     current: watch::Sender<Option<ActorRef<QuotaMsg>>>,
     outstanding: AtomicUsize,
+    /// Releases not yet settled by the actor (see [`QuotaShared::send_release`]).
     orphans: Mutex<Vec<Release>>,
     lease_seq: AtomicU64,
     lease_prefix: String,
@@ -584,22 +585,24 @@ impl QuotaShared {
         }
     }
 
+    /// Hand a finished call's release to the actor. The release itself waits in the shared
+    /// store, not in the mailbox: a mailbox dies with a killed actor, and a release lost there
+    /// would hold its slot until the lease expired. The actor is only woken to settle the store;
+    /// if it is down, its successor settles it when it starts.
     fn send_release(&self, release: Release) {
-        let actor = self.current.borrow().clone();
-        let undelivered = match actor {
-            Some(actor) => match actor.cast(QuotaMsg::Release(release)) {
-                Ok(()) => None,
-                Err(ractor::MessagingErr::SendErr(QuotaMsg::Release(r))) => Some(r),
-                Err(_) => None,
-            },
-            None => Some(release),
-        };
-        // The actor is down: the next instance settles it when it starts.
-        if let Some(release) = undelivered {
-            if let Ok(mut orphans) = self.orphans.lock() {
-                orphans.push(release);
-            }
+        if let Ok(mut pending) = self.orphans.lock() {
+            pending.push(release);
         }
+        if let Some(actor) = self.current.borrow().clone() {
+            let _ = actor.cast(QuotaMsg::Settle);
+        }
+    }
+
+    fn take_pending(&self) -> Vec<Release> {
+        self.orphans
+            .lock()
+            .map(|mut pending| std::mem::take(&mut *pending))
+            .unwrap_or_default()
     }
 
     fn count_rejection(&self, dimension: Dimension, shadow: bool) {
@@ -1030,17 +1033,11 @@ impl Actor for QuotaActor {
             )
             .set(max as f64);
         }
-        // Releases that arrived while no instance was running.
-        let orphans = shared
-            .orphans
-            .lock()
-            .map(|mut o| std::mem::take(&mut *o))
-            .unwrap_or_default();
-        for release in orphans {
-            myself
-                .send_message(QuotaMsg::Release(release))
-                .map_err(|_| "quota actor mailbox closed at start")?;
-        }
+        // Releases that arrived while no instance was running (or that the last one never
+        // settled) are settled first.
+        myself
+            .send_message(QuotaMsg::Settle)
+            .map_err(|_| "quota actor mailbox closed at start")?;
         myself.send_interval(shared.settings.refresh, || QuotaMsg::Refresh);
         shared.current.send_replace(Some(myself.clone()));
         Ok(QuotaState {
@@ -1137,9 +1134,14 @@ impl Actor for QuotaActor {
                 shared.count_rejection(refusal.dimension, false);
                 let _ = reply.send(Err(refusal));
             }
-            QuotaMsg::Release(release) => {
-                state.release(release).await;
-                state.drain().await;
+            QuotaMsg::Settle => {
+                let pending = state.shared.take_pending();
+                if !pending.is_empty() {
+                    for release in pending {
+                        state.release(release).await;
+                    }
+                    state.drain().await;
+                }
             }
             QuotaMsg::Throttled(retry_after) => {
                 let shared = &state.shared;
