@@ -18,12 +18,12 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::json_body;
 use super::schema::code::{
     parse_code_completions, parse_code_generations, CodeSuggestionsRequest,
     ModelProvider as Provider, Prompt as ReqPrompt,
 };
 use super::schema::components::{parse_completion_request, PromptComponent};
-use super::schema::{read_body_with_content_type, BodyError};
 use super::streaming;
 use crate::auth::authz::{self, Denied};
 use crate::code_suggestions::language::{file_extension, Language};
@@ -231,15 +231,6 @@ fn validation(errors: Vec<Value>) -> ApiError {
 
 /// The body as FastAPI reads it: JSON when the content type says so (or says nothing), the text
 /// otherwise; malformed JSON is a 422, bytes that cannot be read at all a 400.
-fn json_body(req: &HttpRequest, body: &Body) -> Result<Value, ApiError> {
-    read_body_with_content_type(&body.0, header(req, "content-type")).map_err(|e| match e {
-        BodyError::Invalid(errors) => ApiError::Validation(errors),
-        BodyError::Unparsable => {
-            ApiError::detail(StatusCode::BAD_REQUEST, BodyError::UNPARSABLE_DETAIL)
-        }
-    })
-}
-
 fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, message)
 }

@@ -46,3 +46,22 @@ async fn method_not_allowed() -> HttpResponse {
 pub async fn not_found() -> HttpResponse {
     ApiError::not_found().error_response()
 }
+
+/// The request body as JSON, read as the original reads it: the content type decides, an
+/// unparsable body is the original's 400, anything else invalid its 422.
+pub(crate) fn json_body(
+    req: &actix_web::HttpRequest,
+    body: &crate::http::body::Body,
+) -> Result<serde_json::Value, ApiError> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok());
+    schema::read_body_with_content_type(&body.0, content_type).map_err(|e| match e {
+        schema::BodyError::Invalid(errors) => ApiError::Validation(errors),
+        schema::BodyError::Unparsable => ApiError::detail(
+            StatusCode::BAD_REQUEST,
+            schema::BodyError::UNPARSABLE_DETAIL,
+        ),
+    })
+}

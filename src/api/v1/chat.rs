@@ -18,8 +18,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
+use crate::api::json_body;
 use crate::api::schema::chat::{parse_chat_request, ChatContent, ChatProvider, ChatRequest};
-use crate::api::schema::{read_body_with_content_type, BodyError};
 use crate::api::streaming;
 use crate::auth::unit_primitives;
 use crate::http::access_log::RequestLog;
@@ -176,18 +176,7 @@ async fn chat(
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let invokable = path.into_inner();
-    let value = read_body_with_content_type(
-        &body.0,
-        req.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map_err(|e| match e {
-        BodyError::Invalid(errors) => ApiError::Validation(errors),
-        BodyError::Unparsable => {
-            ApiError::detail(StatusCode::BAD_REQUEST, BodyError::UNPARSABLE_DETAIL)
-        }
-    })?;
+    let value = json_body(&req, &body)?;
     let request = parse_chat_request(&value).map_err(ApiError::Validation)?;
 
     let Some((_, up)) = CHAT_INVOKABLES.iter().find(|(name, _)| *name == invokable) else {

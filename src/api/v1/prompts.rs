@@ -19,7 +19,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 
-use crate::api::schema::{read_body_with_content_type, BodyError, Errors, Loc, Str};
+use crate::api::json_body;
+use crate::api::schema::{Errors, Loc, Str};
 use crate::api::streaming;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
@@ -200,16 +201,7 @@ async fn invoke(
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
     let prompt_id = path.into_inner();
-    let value = read_body_with_content_type(
-        &body.0,
-        req.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-    )
-    .map_err(|e| match e {
-        BodyError::Invalid(errors) => ApiError::Validation(errors),
-        BodyError::Unparsable => detail(StatusCode::BAD_REQUEST, BodyError::UNPARSABLE_DETAIL),
-    })?;
+    let value = json_body(&req, &body)?;
     let request = parse_request(&value).map_err(ApiError::Validation)?;
     let log = RequestLog::of(&req);
     log.set("meta.feature_category", FEATURE);
