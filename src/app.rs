@@ -88,7 +88,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         "prompt definitions loaded",
         json!({ "dir": prompts_dir.display().to_string(), "prompts": prompts.len() }),
     );
-    let upstreams = match Upstreams::from_settings(&settings) {
+    let upstreams = match Upstreams::from_settings(&settings, providers.google_auth()) {
         Ok(upstreams) => upstreams,
         Err(e) => {
             log(

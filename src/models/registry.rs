@@ -57,6 +57,7 @@ pub struct Providers {
     fireworks: Arc<Upstream>,
     mistral: Arc<Upstream>,
     settings: Arc<Settings>,
+    google: Arc<GoogleAuth>,
 }
 
 fn refused(message: impl Into<String>) -> ModelError {
@@ -84,10 +85,11 @@ impl Providers {
             }
             None => GoogleAuth::metadata_server(ext.gce_metadata_host.as_deref(), auth_upstream),
         };
+        let auth = Arc::new(auth);
         let v = &settings.vertex_text_model;
         let vertex = VertexClient::new(
             Upstream::new("vertex-ai", models)?,
-            Arc::new(auth),
+            Arc::clone(&auth),
             &v.endpoint,
             &v.project,
             &v.location,
@@ -105,7 +107,13 @@ impl Providers {
                 Upstream::new("codestral", models)?.with_secret(keys.mistral_api_key.as_deref()),
             ),
             settings: Arc::clone(settings),
+            google: auth,
         })
+    }
+
+    /// The Google credentials Vertex calls use (shared with the Vertex proxy).
+    pub fn google_auth(&self) -> Arc<GoogleAuth> {
+        Arc::clone(&self.google)
     }
 
     /// An Anthropic model through the Messages API.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
-use google_token::{AccessTokenSource, MetadataServerToken};
+use google_token::AccessTokenSource;
 
 /// The original's proxy timeout.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -67,22 +67,20 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 impl Upstreams {
-    /// Upstreams from the settings; Vertex tokens come from the GCE metadata server
-    /// (`GCE_METADATA_HOST`, default `metadata.google.internal`).
-    pub fn from_settings(settings: &Settings) -> Result<Upstreams, reqwest::Error> {
+    /// Upstreams from the settings; Vertex tokens come from `google_token` (the Vertex
+    /// provider's credentials).
+    pub fn from_settings(
+        settings: &Settings,
+        google_token: Arc<dyn AccessTokenSource>,
+    ) -> Result<Upstreams, reqwest::Error> {
         let http = client()?;
-        let metadata_host = settings
-            .external
-            .gce_metadata_host
-            .clone()
-            .unwrap_or_else(|| google_token::DEFAULT_METADATA_HOST.to_string());
         Ok(Upstreams {
             anthropic_base: base_url(&settings.external.anthropic_base_url),
             anthropic_api_key: settings.external.anthropic_api_key.clone(),
             vertex_base: base_url(&settings.vertex_text_model.endpoint),
             vertex_project: settings.vertex_text_model.project.clone(),
             vertex_location: settings.vertex_text_model.location.clone(),
-            google_token: Arc::new(MetadataServerToken::new(http.clone(), &metadata_host)),
+            google_token,
             http,
         })
     }
