@@ -6,6 +6,7 @@
 
 pub mod code;
 pub mod monitoring;
+pub mod prompt_model;
 pub mod schema;
 pub mod streaming;
 pub mod v1;

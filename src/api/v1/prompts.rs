@@ -13,13 +13,12 @@
 //! An upstream that answers with an HTTP error status is reported as the original does: 421
 //! `{"detail": "<status>: <reason>"}`.
 
-use std::sync::Arc;
-
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 
 use crate::api::json_body;
+use crate::api::prompt_model::{model_request, parse_model_metadata, provider_for, ModelMetadata};
 use crate::api::schema::{Errors, Loc, Str};
 use crate::api::streaming;
 use crate::http::access_log::RequestLog;
@@ -27,12 +26,10 @@ use crate::http::body::Body;
 use crate::http::edge::{arrival_of, user_of};
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
-use crate::models::{mock, ModelProvider, ModelRequest, Prompt};
-use crate::prompts::definition::ModelClass;
 use crate::prompts::registry::AGENT_PROMPTS;
 use crate::prompts::render::RenderError;
 use crate::prompts::version::DEFAULT_CONSTRAINT;
-use crate::prompts::{Entry, ResolveError};
+use crate::prompts::ResolveError;
 use crate::state::AppState;
 
 /// The feature category of registry prompts.
@@ -47,21 +44,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ));
 }
 
-/// `model_metadata`: a model other than the definition's (self-hosted models).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelMetadata {
-    /// The model name; also the prompt type looked up.
-    pub name: String,
-    /// The provider (`litellm`, ...).
-    pub provider: String,
-    /// The model's base URL.
-    pub endpoint: Option<String>,
-    /// Its API key.
-    pub api_key: Option<String>,
-    /// The model identifier at the endpoint.
-    pub identifier: Option<String>,
-}
-
 /// A validated request body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptRequest {
@@ -73,30 +55,6 @@ pub struct PromptRequest {
     pub stream: bool,
     /// A model override.
     pub model_metadata: Option<ModelMetadata>,
-}
-
-fn parse_model_metadata(errors: &mut Errors, v: &Value, loc: &Loc<'_>) -> Option<ModelMetadata> {
-    let fields = errors.model(v, loc)?;
-    let name = errors.required(fields, "name", loc, |e, v, l| e.string(v, l, Str::max(255)));
-    let provider = errors.required(fields, "provider", loc, |e, v, l| {
-        e.string(v, l, Str::max(255))
-    });
-    let endpoint = errors.optional(fields, "endpoint", loc, None, |e, v, l| {
-        e.string(v, l, Str::max(255))
-    });
-    let api_key = errors.optional(fields, "api_key", loc, None, |e, v, l| {
-        e.string(v, l, Str::max(2000))
-    });
-    let identifier = errors.optional(fields, "identifier", loc, None, |e, v, l| {
-        e.string(v, l, Str::max(255))
-    });
-    Some(ModelMetadata {
-        name: name?,
-        provider: provider?,
-        endpoint: endpoint?,
-        api_key: api_key?,
-        identifier: identifier?,
-    })
 }
 
 /// Validate a body as the original's pydantic model does.
@@ -125,54 +83,6 @@ pub fn parse_request(body: &Value) -> Result<PromptRequest, Vec<Value>> {
 
 fn detail(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError::detail(status, message)
-}
-
-/// The model that answers `entry` (the mock in mock mode), with fault injection when active.
-///
-/// Anthropic-class prompts go to Anthropic's Messages API; `litellm`-class prompts and
-/// `model_metadata` overrides (OpenAI-compatible models) are not served yet (503).
-fn provider_for(
-    state: &AppState,
-    entry: &Entry,
-    metadata: Option<&ModelMetadata>,
-) -> Result<Arc<dyn ModelProvider>, ApiError> {
-    if state.settings.mock_model_responses {
-        return Ok(state.provider(Arc::new(mock::chat_model())));
-    }
-    let class = entry.definition.model.params.model_class_provider;
-    if class == ModelClass::Anthropic && metadata.is_none() {
-        return Ok(state.provider(state.providers.anthropic_chat(&entry.definition.model.name)));
-    }
-    tracing::warn!(
-        target: "api.prompts",
-        model = %metadata.map(|m| m.name.as_str()).unwrap_or(entry.definition.model.name.as_str()),
-        class = ?class,
-        "no provider is configured for this prompt's model"
-    );
-    Err(ApiError::inference_failed())
-}
-
-/// The model call for a rendered prompt: the definition's sampling parameters and stops.
-fn model_request(
-    entry: &Entry,
-    messages: Vec<crate::models::Message>,
-    stream: bool,
-) -> ModelRequest {
-    let params = &entry.definition.model.params;
-    let mut request = ModelRequest::new(Prompt::Chat(messages), stream);
-    request.params.max_tokens = params.max_tokens;
-    request.params.temperature = params.temperature;
-    request.params.top_p = params.top_p;
-    request.params.top_k = params.top_k;
-    if let Some(stop) = entry
-        .definition
-        .params
-        .as_ref()
-        .and_then(|p| p.stop.clone())
-    {
-        request.params.stop = stop;
-    }
-    request
 }
 
 /// The original's answer to a failed model call: 421 with the upstream's status when it gave one.
