@@ -77,6 +77,8 @@ pub struct Settings {
     pub google_cloud_platform: GoogleCloudPlatform,
     /// `AIGW_VERTEX_TEXT_MODEL__*`.
     pub vertex_text_model: VertexTextModel,
+    /// `AIGW_VERTEX_ANTHROPIC__*` (not in the original): where Claude on Vertex is called.
+    pub vertex_anthropic: VertexAnthropic,
     /// `AIGW_VERTEX_SEARCH__*`.
     pub vertex_search: VertexSearch,
     /// `AIGW_AMAZON_Q__*`.
@@ -269,6 +271,18 @@ pub struct VertexTextModel {
     /// Default: `$RUNWAY_REGION` or `us-central1`.
     pub location: String,
     /// Default: `<location>-aiplatform.googleapis.com`. May carry a scheme (`http://...`).
+    pub endpoint: String,
+}
+
+/// `AIGW_VERTEX_ANTHROPIC__*`: Claude on Vertex (registry prompts with
+/// `custom_llm_provider: vertex_ai`). The original leaves the host to LiteLLM, which always
+/// calls `<location>-aiplatform.googleapis.com` for the prompt's `vertex_location`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VertexAnthropic {
+    /// Empty (default): `https://<location>-aiplatform.googleapis.com`. Otherwise a host, or a
+    /// URL with a scheme (a private endpoint, or `http://127.0.0.1:PORT` in tests), used for
+    /// every location.
     pub endpoint: String,
 }
 
@@ -527,6 +541,7 @@ impl Default for Settings {
             internal_event: Tracking::default(),
             google_cloud_platform: GoogleCloudPlatform::default(),
             vertex_text_model: VertexTextModel::default(),
+            vertex_anthropic: VertexAnthropic::default(),
             vertex_search: VertexSearch::default(),
             amazon_q: AmazonQ::default(),
             custom_models: CustomModels::default(),
@@ -1152,6 +1167,10 @@ mod tests {
             s.vertex_text_model.endpoint,
             "europe-west2-aiplatform.googleapis.com"
         );
+        // Claude on Vertex keeps the prompt's own location's host unless told otherwise.
+        assert_eq!(s.vertex_anthropic.endpoint, "");
+        let s = load(&[("AIGW_VERTEX_ANTHROPIC__ENDPOINT", "http://127.0.0.1:9")]).unwrap();
+        assert_eq!(s.vertex_anthropic.endpoint, "http://127.0.0.1:9");
     }
 
     #[test]

@@ -846,7 +846,10 @@ async fn v2_respond(
             let builder = response_with_overhead(req, call.waited_for_first);
             Ok(streaming::raw_text(
                 builder,
-                until_disconnect(req, Box::pin(call.into_events())),
+                until_disconnect(
+                    req,
+                    streaming::logging_usage(Box::pin(call.into_events()), &log),
+                ),
             ))
         }
         Outcome::Whole {
@@ -1068,13 +1071,19 @@ async fn components_endpoint(
                 Ok(streaming::sse(
                     builder,
                     start,
-                    Box::pin(until_disconnect(&req, Box::pin(call.into_events()))),
+                    Box::pin(until_disconnect(
+                        &req,
+                        streaming::logging_usage(Box::pin(call.into_events()), &log),
+                    )),
                     ping,
                 ))
             } else {
                 Ok(streaming::raw_text(
                     builder,
-                    until_disconnect(&req, Box::pin(call.into_events())),
+                    until_disconnect(
+                        &req,
+                        streaming::logging_usage(Box::pin(call.into_events()), &log),
+                    ),
                 ))
             }
         }

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use actix_web::http::StatusCode;
 use serde_json::Value;
 
 use crate::api::schema::{Errors, Loc, Str};
 use crate::http::error::ApiError;
+use crate::models::registry::{CustomApi, CustomModel};
 use crate::models::{mock, ModelProvider, ModelRequest, Prompt};
 use crate::prompts::definition::ModelClass;
 use crate::prompts::Entry;
@@ -58,8 +60,24 @@ pub(crate) fn parse_model_metadata(
 
 /// The model that answers `entry` (the mock in mock mode), with fault injection when active.
 ///
-/// Anthropic-class prompts go to Anthropic's Messages API; `litellm`-class prompts and
-/// `model_metadata` overrides (OpenAI-compatible models) are not served yet (503).
+/// - A `model_metadata` override is an OpenAI-compatible model (LiteLLM in the original) at its
+///   `endpoint` (one trailing `/` stripped, as the original does), with the original's
+///   `identifier` rule (`provider/model` sends `model`; no slash sends the identifier), whatever
+///   the definition's own model class. An override without an endpoint is a 422 naming it
+///   (the original's LiteLLM call fails with a 500).
+/// - `anthropic`-class prompts go to Anthropic's Messages API.
+/// - `litellm`-class prompts with `custom_llm_provider: vertex_ai` are Claude on Vertex in the
+///   prompt's `vertex_location`.
+/// - Other `litellm`-class prompts name no endpoint of their own, so they can only be answered
+///   through a `model_metadata` override; without one they are a 503 `Inference failed` with a
+///   warning in the log (a server configuration problem, such as `AIGW_DEFAULT_PROMPTS` selecting
+///   a self-hosted type).
+///
+/// Mock mode (`AIGW_MOCK_MODEL_RESPONSES`) answers every registry prompt with the chat mock,
+/// `litellm`-class ones and overrides included. The original mocks only `anthropic`-class prompts
+/// and still calls LiteLLM for the others, which fails on a laptop without Google credentials
+/// (the `vertex` types) or reaches for a self-hosted server; mocking them keeps the development
+/// default answering every prompt, as it already does for LiteLLM models in code suggestions.
 pub(crate) fn provider_for(
     state: &AppState,
     entry: &Entry,
@@ -68,17 +86,47 @@ pub(crate) fn provider_for(
     if state.settings.mock_model_responses {
         return Ok(state.provider(Arc::new(mock::chat_model())));
     }
-    let class = entry.definition.model.params.model_class_provider;
-    if class == ModelClass::Anthropic && metadata.is_none() {
-        return Ok(state.provider(state.providers.anthropic_chat(&entry.definition.model.name)));
+    let model = &entry.definition.model;
+    if let Some(meta) = metadata {
+        let custom = CustomModel {
+            provider: meta.provider.clone(),
+            name: meta.name.clone(),
+            endpoint: meta
+                .endpoint
+                .as_deref()
+                .map(|e| e.strip_suffix('/').unwrap_or(e).to_string()),
+            api_key: meta.api_key.clone(),
+            identifier: meta.identifier.clone(),
+        };
+        return state
+            .providers
+            .custom(&custom, CustomApi::Chat)
+            .map(|p| state.provider(p))
+            .map_err(|e| {
+                tracing::warn!(target: "api.prompts", model = %meta.name, "model override refused: {}", e.message);
+                ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, e.message)
+            });
     }
-    tracing::warn!(
-        target: "api.prompts",
-        model = %metadata.map(|m| m.name.as_str()).unwrap_or(entry.definition.model.name.as_str()),
-        class = ?class,
-        "no provider is configured for this prompt's model"
-    );
-    Err(ApiError::inference_failed())
+    match model.params.model_class_provider {
+        ModelClass::Anthropic => Ok(state.provider(state.providers.anthropic_chat(&model.name))),
+        ModelClass::Litellm if model.params.custom_llm_provider.as_deref() == Some("vertex_ai") => {
+            let location = entry
+                .definition
+                .params
+                .as_ref()
+                .and_then(|p| p.vertex_location.as_deref());
+            Ok(state.provider(state.providers.vertex_anthropic(&model.name, location)))
+        }
+        ModelClass::Litellm => {
+            tracing::warn!(
+                target: "api.prompts",
+                model = %model.name,
+                provider = ?model.params.custom_llm_provider,
+                "a litellm-class prompt without model_metadata names no endpoint to call"
+            );
+            Err(ApiError::inference_failed())
+        }
+    }
 }
 
 /// The model call for a rendered prompt: the definition's sampling parameters and stops.

@@ -21,7 +21,9 @@ use actix_web::{HttpResponse, HttpResponseBuilder};
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
+use crate::http::access_log::RequestLog;
 use crate::inference::{CallFailure, Event};
+use crate::models::ModelChunk;
 use crate::pyjson;
 
 /// The error that aborts a raw-text stream mid-body.
@@ -45,6 +47,25 @@ pub fn stream_headers(builder: &mut HttpResponseBuilder) {
         ))
         .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .insert_header(("x-accel-buffering", HeaderValue::from_static("no")));
+}
+
+/// `events` that also note the usage the provider reports in the request's access-log line
+/// (`input_tokens`, `output_tokens`, as whole answers do): streams report it in their last
+/// chunk, which passes before the body ends and the line is written.
+pub fn logging_usage(
+    events: impl Stream<Item = Event> + Unpin + 'static,
+    log: &RequestLog,
+) -> impl Stream<Item = Event> + Unpin + 'static {
+    let log = log.clone();
+    events.inspect(move |event| {
+        if let Event::Chunk(ModelChunk {
+            usage: Some(usage), ..
+        }) = event
+        {
+            log.set("input_tokens", usage.input_tokens);
+            log.set("output_tokens", usage.output_tokens);
+        }
+    })
 }
 
 /// A raw-text streamed response.

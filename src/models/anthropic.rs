@@ -188,7 +188,7 @@ fn u64_at(v: &Value, path: &[&str]) -> Option<u64> {
 }
 
 /// An Anthropic `error` payload as a model error.
-fn stream_error(v: &Value) -> ModelError {
+pub(crate) fn stream_error(v: &Value) -> ModelError {
     let kind = v["error"]["type"].as_str().unwrap_or("error");
     let message = v["error"]["message"].as_str().unwrap_or("");
     ModelError::new(
@@ -220,9 +220,10 @@ pub fn parse_messages_response(v: &Value) -> ModelChunk {
     }
 }
 
-/// The Messages stream.
+/// The Messages stream: text deltas, usage from `message_start` and `message_delta` handed on at
+/// `message_stop`, an `error` event as a stream error. Also what Claude on Vertex streams.
 #[derive(Debug, Default)]
-struct MessagesStream {
+pub(crate) struct MessagesStream {
     usage: Usage,
 }
 

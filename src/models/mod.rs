@@ -17,6 +17,7 @@ pub mod openai_compat;
 pub mod registry;
 pub mod sse;
 pub mod vertex;
+pub mod vertex_anthropic;
 
 use std::fmt;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! `<base>/chat/completions`, `<base>/completions`, and for Codestral's fill-in-the-middle API
 //! `<base>/fim/completions`. Streams are SSE `data:` frames ending in `data: [DONE]`; the gateway
 //! always asks for usage (`stream_options.include_usage`), which arrives in a last frame with
-//! empty `choices`. A `{"error": ...}` frame (vLLM, llama.cpp) ends the call with a stream error;
+//! empty `choices`; servers that ignore it are counted as [`OpenAiStream`] says. A `{"error": ...}` frame (vLLM, llama.cpp) ends the call with a stream error;
 //! a body that ends before `[DONE]` is an early close.
 //!
 //! The model sent upstream follows the original's `model_identifier` rule: `provider/model` sends
@@ -205,7 +205,7 @@ impl OpenAiCompatModel {
                 name,
                 response,
                 SseDecoder::new(),
-                OpenAiStream { upstream: name },
+                OpenAiStream::new(name),
             ));
         }
         let bytes = response.bytes().await.map_err(|e| body_error(name, &e))?;
@@ -281,8 +281,44 @@ fn error_frame(upstream: &str, v: &Value) -> ModelError {
     )
 }
 
+/// The SSE stream of chat or text completions.
+///
+/// Usage, in the order it is believed:
+/// 1. `usage` (OpenAI's last frame with `stream_options.include_usage`; vLLM, Ollama, LiteLLM;
+///    a server sending it on every frame is read as it goes, the last one wins);
+/// 2. `timings.prompt_n` / `timings.predicted_n` (llama.cpp's own `llama-server`, in its last
+///    frame);
+/// 3. neither (llama-cpp-python's server, which ignores `stream_options` and reports nothing
+///    while streaming): one output token per frame that carries text, and 0 input tokens
+///    (unknown; the quota then keeps its own prompt estimate). A frame carries at least one
+///    token: llama-cpp-python sends one per token, and more only where a multi-byte character
+///    or a held-back stop-sequence prefix spans tokens, so the count is a lower bound, never an
+///    invention. Handed on with `[DONE]`, so a stream cut short reports none.
+#[derive(Debug, Default)]
 struct OpenAiStream {
     upstream: &'static str,
+    /// Usage reported by the server (`usage` or `timings`).
+    reported: bool,
+    /// Frames that carried text.
+    text_frames: u64,
+}
+
+impl OpenAiStream {
+    fn new(upstream: &'static str) -> Self {
+        Self {
+            upstream,
+            ..Self::default()
+        }
+    }
+}
+
+/// llama.cpp `llama-server`'s `timings` as usage.
+fn timings_usage(v: &Value) -> Option<Usage> {
+    let t = v.get("timings").filter(|t| t.is_object())?;
+    Some(Usage {
+        input_tokens: t["prompt_n"].as_u64().unwrap_or(0),
+        output_tokens: t["predicted_n"].as_u64()?,
+    })
 }
 
 impl FrameHandler for OpenAiStream {
@@ -291,7 +327,16 @@ impl FrameHandler for OpenAiStream {
     fn frame(&mut self, event: SseEvent) -> Step {
         let data = event.data.trim();
         if data == "[DONE]" {
-            return Step::End(None);
+            if self.reported || self.text_frames == 0 {
+                return Step::End(None);
+            }
+            return Step::End(Some(ModelChunk {
+                usage: Some(Usage {
+                    input_tokens: 0,
+                    output_tokens: self.text_frames,
+                }),
+                ..ModelChunk::default()
+            }));
         }
         if data.is_empty() {
             return Step::Skip;
@@ -308,11 +353,15 @@ impl FrameHandler for OpenAiStream {
         if event.event == "error" || v.get("error").is_some_and(|e| !e.is_null()) {
             return Step::Fail(error_frame(self.upstream, &v));
         }
-        let usage = usage_of(&v);
+        let usage = usage_of(&v).or_else(|| timings_usage(&v));
+        self.reported |= usage.is_some();
         let choice = v["choices"].as_array().and_then(|c| c.first());
         let text = choice.map(choice_text).unwrap_or("");
         if text.is_empty() && usage.is_none() {
             return Step::Skip;
+        }
+        if !text.is_empty() {
+            self.text_frames += 1;
         }
         Step::Chunk(ModelChunk {
             text: text.to_string(),
@@ -428,9 +477,7 @@ mod tests {
 
     #[test]
     fn stream_frames() {
-        let mut h = OpenAiStream {
-            upstream: "litellm",
-        };
+        let mut h = OpenAiStream::new("litellm");
         let ev = |d: &str| SseEvent {
             event: String::new(),
             data: d.into(),
@@ -457,6 +504,53 @@ mod tests {
             h.frame(ev(r#"{"error":{"message":"boom"}}"#)),
             Step::Fail(_)
         ));
+        assert!(matches!(h.frame(ev("[DONE]")), Step::End(None)));
+    }
+
+    #[test]
+    fn streams_without_usage_count_text_frames() {
+        let ev = |d: &str| SseEvent {
+            event: String::new(),
+            data: d.into(),
+        };
+        // llama-cpp-python: a role frame, one frame per token, a finish frame, no usage.
+        let mut h = OpenAiStream::new("litellm");
+        for d in [
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"def"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":" add"},"finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ] {
+            h.frame(ev(d));
+        }
+        match h.frame(ev("[DONE]")) {
+            Step::End(Some(c)) => assert_eq!(
+                c.usage,
+                Some(Usage {
+                    input_tokens: 0,
+                    output_tokens: 2
+                })
+            ),
+            s => panic!("{s:?}"),
+        }
+        // llama.cpp's llama-server: `timings` in the last frame.
+        let mut h = OpenAiStream::new("litellm");
+        h.frame(ev(r#"{"choices":[{"index":0,"text":"x"}]}"#));
+        match h.frame(ev(
+            r#"{"choices":[{"index":0,"text":"","finish_reason":"stop"}],"timings":{"prompt_n":12,"predicted_n":7}}"#,
+        )) {
+            Step::Chunk(c) => assert_eq!(
+                c.usage,
+                Some(Usage {
+                    input_tokens: 12,
+                    output_tokens: 7
+                })
+            ),
+            s => panic!("{s:?}"),
+        }
+        assert!(matches!(h.frame(ev("[DONE]")), Step::End(None)));
+        // An empty answer reports nothing.
+        let mut h = OpenAiStream::new("litellm");
         assert!(matches!(h.frame(ev("[DONE]")), Step::End(None)));
     }
 }

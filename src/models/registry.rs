@@ -2,7 +2,9 @@
 //! model instances the endpoints ask for.
 //!
 //! Upstreams: Anthropic (`ANTHROPIC_BASE_URL`, `ANTHROPIC_API_KEY`), Vertex AI
-//! (`AIGW_VERTEX_TEXT_MODEL__*` with Google credentials), Fireworks
+//! (`AIGW_VERTEX_TEXT_MODEL__*` with Google credentials), Claude on Vertex
+//! (`AIGW_GOOGLE_CLOUD_PLATFORM__PROJECT`, `AIGW_VERTEX_ANTHROPIC__ENDPOINT`, the same
+//! credentials), Fireworks
 //! (`AIGW_MODEL_ENDPOINTS__FIREWORKS_REGIONAL_ENDPOINTS`, `AIGW_MODEL_KEYS__FIREWORKS_API_KEY`),
 //! Mistral (`AIGW_MODEL_KEYS__MISTRAL_API_KEY`), and self-hosted OpenAI-compatible servers named
 //! per request (`model_endpoint`, allowed only with `AIGW_CUSTOM_MODELS__ENABLED`). A model
@@ -16,6 +18,7 @@ use super::google_auth::GoogleAuth;
 use super::http_client::Upstream;
 use super::openai_compat::{self, OpenAiCompatModel};
 use super::vertex::{VertexClient, VertexModel};
+use super::vertex_anthropic::{VertexAnthropicClient, VertexAnthropicModel};
 use super::{ModelError, ModelErrorKind, ModelMetadata, ModelProvider};
 use crate::config::Settings;
 
@@ -53,6 +56,7 @@ pub struct CustomModel {
 pub struct Providers {
     anthropic: Arc<AnthropicClient>,
     vertex: Arc<VertexClient>,
+    vertex_anthropic: Arc<VertexAnthropicClient>,
     custom: Arc<Upstream>,
     fireworks: Arc<Upstream>,
     mistral: Arc<Upstream>,
@@ -94,10 +98,17 @@ impl Providers {
             &v.project,
             &v.location,
         );
+        let vertex_anthropic = VertexAnthropicClient::new(
+            Upstream::new("vertex-ai", models)?,
+            Arc::clone(&auth),
+            Some(settings.vertex_anthropic.endpoint.as_str()),
+            &settings.google_cloud_platform.project,
+        );
         let keys = &settings.model_keys;
         Ok(Self {
             anthropic: Arc::new(anthropic),
             vertex: Arc::new(vertex),
+            vertex_anthropic: Arc::new(vertex_anthropic),
             custom: Arc::new(Upstream::new("litellm", models)?),
             fireworks: Arc::new(
                 Upstream::new("fireworks_ai", models)?
@@ -137,6 +148,18 @@ impl Providers {
     /// A Vertex AI model.
     pub fn vertex(&self, model: &str) -> Arc<dyn ModelProvider> {
         Arc::new(VertexModel::new(Arc::clone(&self.vertex), model))
+    }
+
+    /// A Claude model on Vertex AI in `location` (`None`: `AIGW_GOOGLE_CLOUD_PLATFORM__LOCATION`).
+    pub fn vertex_anthropic(&self, model: &str, location: Option<&str>) -> Arc<dyn ModelProvider> {
+        let location = location
+            .filter(|l| !l.is_empty())
+            .unwrap_or(self.settings.google_cloud_platform.location.as_str());
+        Arc::new(VertexAnthropicModel::new(
+            Arc::clone(&self.vertex_anthropic),
+            model,
+            location,
+        ))
     }
 
     /// A self-hosted (`litellm`) or Mistral (`codestral`) model.

@@ -246,9 +246,12 @@ impl Metered {
         self.lease.throttled(retry_after);
     }
 
-    /// The tokens the call used (or, without reported usage, an estimate).
+    /// The tokens the call used (or, without reported usage, an estimate). Usage without input
+    /// tokens (a self-hosted server that reports none while streaming, see
+    /// `models::openai_compat`) keeps the prompt estimate for the input.
     pub fn used_tokens(&self) -> u64 {
         match self.usage {
+            Some(u) if u.input_tokens == 0 => self.prompt_tokens + u.output_tokens,
             Some(u) => u.input_tokens + u.output_tokens,
             None => self.prompt_tokens + self.output_bytes.div_ceil(4),
         }

@@ -5,8 +5,9 @@
 //! prompt component), then the invokable must be known (404 `Not found`) and its unit primitive
 //! held (403 `Unauthorized to access <up>`). A string `content` goes to Anthropic's legacy text
 //! completions, a message list to the Messages API (`max_tokens_to_sample` becomes `max_tokens`,
-//! capped at 4096); `provider: litellm` sends messages to an OpenAI-compatible model (a string
-//! becomes one user message). Parameters apply only when `params` is sent. The answer is
+//! capped at 4096); `provider: litellm` sends messages to the OpenAI-compatible model the payload
+//! names (`model_endpoint`, `model_api_key`, `model_identifier`; a string becomes one user
+//! message). Parameters apply only when `params` is sent. The answer is
 //! `{"response", "metadata": {"provider", "model", "timestamp"}}` or raw text labelled
 //! `text/event-stream`; a model failure is 502 `Anthropic API Status Error.` (the upstream
 //! answered an error), 504 `Anthropic API Timeout Error.` or 502 `Anthropic API Connection
@@ -27,6 +28,7 @@ use crate::http::body::Body;
 use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
+use crate::models::registry::{CustomApi, CustomModel};
 use crate::models::{mock, Message, ModelProvider, ModelRequest, Prompt};
 use crate::state::AppState;
 
@@ -44,6 +46,10 @@ pub const CHAT_INVOKABLES: &[(&str, &str)] = &[
 
 /// The Messages API's `max_tokens` cap.
 const MAX_CHAT_TOKENS: i64 = 4096;
+/// LiteLLM chat model defaults (spec 4.4).
+const LITELLM_TEMPERATURE: f64 = 0.2;
+const LITELLM_MAX_TOKENS: u32 = 2048;
+const LITELLM_TOP_P: f64 = 0.95;
 
 /// Register the route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -117,12 +123,16 @@ fn plan(request: &ChatRequest) -> Plan {
 
 /// The model that answers (the mock in mock mode), with fault injection when active.
 ///
-/// Anthropic's legacy text completions or Messages API; `provider: litellm` (an
-/// OpenAI-compatible client) is not served yet outside mock mode (502).
+/// Anthropic's legacy text completions or Messages API; `provider: litellm` is the
+/// OpenAI-compatible chat model the payload names (`model_endpoint`, `model_api_key`,
+/// `model_identifier` with the original's identifier rule), with LiteLLM's chat defaults
+/// (temperature 0.2, `max_tokens` 2048, `top_p` 0.95) where the payload sets none. A litellm
+/// model without an endpoint is a 422 naming what is missing (the original's LiteLLM call fails
+/// with a 500).
 fn provider_for(
     state: &AppState,
     request: &ChatRequest,
-    plan: &Plan,
+    plan: &mut Plan,
 ) -> Result<Arc<dyn ModelProvider>, ApiError> {
     if state.settings.mock_model_responses {
         let model = if plan.chat_model {
@@ -132,24 +142,35 @@ fn provider_for(
         };
         return Ok(state.provider(Arc::new(model)));
     }
-    if request.payload.provider != Some(ChatProvider::Litellm) {
+    let payload = &request.payload;
+    if payload.provider != Some(ChatProvider::Litellm) {
         let providers = &state.providers;
         let model = if plan.chat_model {
-            providers.anthropic_chat(&request.payload.model)
+            providers.anthropic_chat(&payload.model)
         } else {
-            providers.anthropic_text(&request.payload.model)
+            providers.anthropic_text(&payload.model)
         };
         return Ok(state.provider(model));
     }
-    tracing::warn!(
-        target: "api.chat",
-        model = %request.payload.model,
-        "no provider is configured for this model"
-    );
-    Err(detail(
-        StatusCode::BAD_GATEWAY,
-        "Anthropic API Connection Error.",
-    ))
+    let custom = CustomModel {
+        provider: ChatProvider::Litellm.as_str().to_string(),
+        name: payload.model.clone(),
+        endpoint: payload.model_endpoint.clone(),
+        api_key: payload.model_api_key.clone(),
+        identifier: payload.model_identifier.clone(),
+    };
+    let model = state
+        .providers
+        .custom(&custom, CustomApi::Chat)
+        .map_err(|e| {
+            tracing::warn!(target: "api.chat", model = %payload.model, "litellm model refused: {}", e.message);
+            detail(StatusCode::UNPROCESSABLE_ENTITY, &e.message)
+        })?;
+    let params = &mut plan.request.params;
+    params.temperature.get_or_insert(LITELLM_TEMPERATURE);
+    params.max_tokens.get_or_insert(LITELLM_MAX_TOKENS);
+    params.top_p.get_or_insert(LITELLM_TOP_P);
+    Ok(state.provider(model))
 }
 
 /// The original's answers to a failed Anthropic call.
@@ -205,8 +226,8 @@ async fn chat(
             "specifying custom models endpoint is disabled",
         ));
     }
-    let plan = plan(&request);
-    let provider = provider_for(&state, &request, &plan)?;
+    let mut plan = plan(&request);
+    let provider = provider_for(&state, &request, &mut plan)?;
     let meta = provider.metadata().clone();
     log.set("model_engine", meta.engine.as_str());
     log.set("model_name", meta.name.as_str());
@@ -214,12 +235,19 @@ async fn chat(
         .await
         .map_err(|f| failure_response(&f, &log))?;
     if request.stream {
-        return Ok(streaming::raw_text(HttpResponse::Ok(), call.into_events()));
+        return Ok(streaming::raw_text(
+            HttpResponse::Ok(),
+            streaming::logging_usage(Box::pin(call.into_events()), &log),
+        ));
     }
     let answer = call
         .collect()
         .await
         .map_err(|f| failure_response(&f, &log))?;
+    if let Some(usage) = answer.usage {
+        log.set("input_tokens", usage.input_tokens);
+        log.set("output_tokens", usage.output_tokens);
+    }
     let provider_name = payload
         .provider
         .map(ChatProvider::as_str)

@@ -207,12 +207,19 @@ async fn invoke(
         metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
     }
     if request.stream {
-        return Ok(streaming::raw_text(builder, call.into_events()));
+        return Ok(streaming::raw_text(
+            builder,
+            streaming::logging_usage(Box::pin(call.into_events()), &log),
+        ));
     }
     let answer = call
         .collect()
         .await
         .map_err(|f| failure_response(&f, &log))?;
+    if let Some(usage) = answer.usage {
+        log.set("input_tokens", usage.input_tokens);
+        log.set("output_tokens", usage.output_tokens);
+    }
     Ok(builder
         .content_type("application/json")
         .body(serde_json::to_string(answer.text()).unwrap_or_default()))
