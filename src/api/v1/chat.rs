@@ -25,6 +25,7 @@ use crate::api::streaming;
 use crate::auth::unit_primitives;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
+use crate::http::disconnect::until_disconnect;
 use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
@@ -237,7 +238,10 @@ async fn chat(
     if request.stream {
         return Ok(streaming::raw_text(
             HttpResponse::Ok(),
-            streaming::logging_usage(Box::pin(call.into_events()), &log),
+            until_disconnect(
+                &req,
+                streaming::logging_usage(Box::pin(call.into_events()), &log),
+            ),
         ));
     }
     let answer = call

@@ -23,6 +23,7 @@ use crate::api::schema::{Errors, Loc, Str};
 use crate::api::streaming;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
+use crate::http::disconnect::until_disconnect;
 use crate::http::edge::{arrival_of, user_of};
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
@@ -209,7 +210,10 @@ async fn invoke(
     if request.stream {
         return Ok(streaming::raw_text(
             builder,
-            streaming::logging_usage(Box::pin(call.into_events()), &log),
+            until_disconnect(
+                &req,
+                streaming::logging_usage(Box::pin(call.into_events()), &log),
+            ),
         ));
     }
     let answer = call
