@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::proxy::abuse::AbuseDetector;
+
 use actix_web::web;
 use serde_json::{json, Map, Value};
 
@@ -111,6 +113,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         quotas,
         prompts: Arc::new(prompts),
         upstreams: Arc::new(upstreams),
+        abuse: Arc::new(AbuseDetector::from_settings(&settings.abuse_detection)),
     });
     let targets = ChaosTargets {
         root: tree.root.clone(),

@@ -352,10 +352,14 @@ pub struct FireworksEndpoint {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AbuseDetection {
-    /// Accepted.
+    /// Sample proxy requests for the abuse detector (spec 9.2).
     pub enabled: bool,
     /// Fraction of proxy requests sampled, 0..=1.
     pub sampling_rate: f64,
+    /// Detector calls in flight at most; a sample beyond it is dropped and counted (ours).
+    pub max_concurrent: usize,
+    /// The request body is cut to this many characters before it is sent to the detector (ours).
+    pub max_body_chars: usize,
 }
 
 /// `AIGW_FEATURE_FLAGS__*`.
@@ -644,6 +648,8 @@ impl Default for AbuseDetection {
         Self {
             enabled: false,
             sampling_rate: 0.1,
+            max_concurrent: 4,
+            max_body_chars: 20_000,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::faults::Faults;
 use crate::models::registry::Providers;
 use crate::models::ModelProvider;
 use crate::prompts::PromptRegistry;
+use crate::proxy::abuse::AbuseDetector;
 use crate::proxy::Upstreams;
 use crate::quota::Quotas;
 use crate::readiness::Readiness;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub prompts: Arc<PromptRegistry>,
     /// The provider proxies' upstreams and client.
     pub upstreams: Arc<Upstreams>,
+    /// Abuse-detection sampling of proxied requests.
+    pub abuse: Arc<AbuseDetector>,
 }
 
 impl AppState {

@@ -51,6 +51,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 PROMPT_SIZE_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(crate::proxy::abuse::SCORE_METRIC.into()),
+                crate::proxy::abuse::SCORE_BUCKETS,
+            )
+        })
         .map_err(|e| e.to_string())?;
     let handle = match builder.install_recorder() {
         Ok(handle) => handle,
@@ -72,6 +78,14 @@ fn describe() {
         "http_request_duration_seconds",
         metrics::Unit::Seconds,
         "Time until the response starts, per route template, method and status class"
+    );
+    metrics::describe_histogram!(
+        crate::proxy::abuse::SCORE_METRIC,
+        "Score of the abuse requests"
+    );
+    metrics::describe_counter!(
+        crate::proxy::abuse::CHECKS_METRIC,
+        "Proxy requests sampled for abuse detection, per outcome (scored, unparsable, failed, dropped)"
     );
     metrics::describe_counter!(
         "actor_restarts_total",

@@ -669,3 +669,169 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
     );
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+fn prompt_id_body(extra: Value) -> Value {
+    let mut body = json!({
+        "prompt_version": 2,
+        "current_file": {"file_name": "main.py", "content_above_cursor": "# sum two numbers\ndef add(",
+                         "content_below_cursor": "\nprint(add(1, 2))\n"},
+        "prompt": "write an add function",
+        "prompt_id": "code_suggestions/generations",
+    });
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            b.insert(k.clone(), v.clone());
+        }
+    }
+    body
+}
+
+#[tokio::test]
+async fn v2_generations_with_prompt_id_run_the_registry_prompt() {
+    let gw = Gateway::start(&[("AIGW_CUSTOM_MODELS__ENABLED", "true")], &["--dev"]);
+    let res = post(&gw, "/v2/code/generations", prompt_id_body(json!({}))).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["model"]["engine"], "agent");
+    assert_eq!(body["model"]["name"], "Code generations (base)");
+    assert_eq!(body["model"]["lang"], "python");
+    assert_eq!(body["model"]["tokens_consumption_metadata"], Value::Null);
+    assert_eq!(body["experiments"], json!([]));
+    assert_eq!(body["object"], "text_completion");
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 1);
+    let echo: Value = serde_json::from_str(
+        choices[0]["text"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("echo: ")
+            .unwrap(),
+    )
+    .unwrap();
+    let messages = echo["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert!(messages[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("writing python in the file main.py"));
+    let user = messages[1]["content"].as_str().unwrap();
+    assert!(
+        user.contains("# sum two numbers\ndef add(<cursor>\nprint(add(1, 2))"),
+        "{user}"
+    );
+    assert!(
+        user.contains("<instruction>\nwrite an add function\n</instruction>"),
+        "{user}"
+    );
+    assert_eq!(
+        messages[2],
+        json!({"role": "assistant", "content": "<new_code>"})
+    );
+    let log = gw.access_log("/v2/code/generations");
+    assert_eq!(log["model_engine"], "agent");
+    assert_eq!(log["prompt_id"], "code_suggestions/generations");
+
+    // Streamed: raw text.
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(json!({"stream": true})),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
+    let text = res.text().await.unwrap();
+    assert!(text.starts_with("echo: "), "{text}");
+    assert!(text.contains("<new_code>"), "{text}");
+
+    // The model name picks the prompt type; with an endpoint it is the custom_openai model.
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(
+            json!({"model_name": "claude_3", "model_endpoint": "http://localhost:4000/v1",
+                              "model_api_key": "k", "model_identifier": "custom_openai/claude"}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["model"]["name"], "Code generations (claude_3)");
+}
+
+#[tokio::test]
+async fn v2_generations_with_prompt_id_errors() {
+    let gw = dev();
+    // A model name without an endpoint: the original's ModelMetadata validation error.
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(json!({"model_name": "claude_3"})),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let detail = res.json::<Value>().await.unwrap()["detail"].clone();
+    let detail = detail.as_str().expect("a string detail");
+    assert!(
+        detail.contains("URL input should be a string or URL"),
+        "{detail}"
+    );
+    assert!(detail.starts_with("1 validation error for ModelMetadata\nendpoint\n"));
+
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(json!({"model_name": "claude_3", "model_endpoint": "not a url"})),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let detail = res.json::<Value>().await.unwrap()["detail"].clone();
+    assert!(
+        detail.as_str().unwrap().contains("[type=url_parsing"),
+        "{detail}"
+    );
+
+    // An endpoint while custom models are disabled (the dev default).
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(
+            json!({"model_name": "claude_3", "model_endpoint": "http://localhost:4000"}),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["detail"],
+        "Endpoint override not allowed when custom models are disabled."
+    );
+
+    // An unknown prompt, an unknown type.
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(json!({"prompt_id": "no/such/prompt"})),
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["detail"],
+        "Prompt 'no/such/prompt' not found"
+    );
+    // A prompt whose unit primitives the caller lacks (the dev user holds them all, so use an
+    // agent prompt to reach the next check).
+    let res = post(
+        &gw,
+        "/v2/code/generations",
+        prompt_id_body(json!({"prompt_id": "chat/react"})),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["detail"],
+        "Prompt 'chat/react' is not supported"
+    );
+}

@@ -458,3 +458,107 @@ async fn the_rendered_prompt_reaches_anthropic() {
     let user = body["messages"][0]["content"].to_string();
     assert!(user.contains("<diff>\\n+hello\\n</diff>"), "{user}");
 }
+
+/// The four prompts of the original that complete the inventory: each resolves, renders its
+/// inputs, answers in mock mode, and needs its unit primitive.
+#[tokio::test]
+async fn the_remaining_prompts_of_the_original_resolve_render_and_need_their_unit_primitive() {
+    let gw = Gateway::start(
+        &[
+            ("AIGW_AUTH__BYPASS_JWT_SIGNATURE", "true"),
+            ("AIGW_MOCK_MODEL_RESPONSES", "true"),
+        ],
+        &[],
+    );
+    let cases: [(&str, Value, &str, &[&str]); 4] = [
+        (
+            "categorize_question",
+            json!({"question": "How do I rebase my branch?", "previous_answer": "Use git merge."}),
+            "duo_chat",
+            &[
+                "<question>How do I rebase my branch?</question>",
+                "<answer>Use git merge.</answer>",
+            ],
+        ),
+        (
+            "glab_ask_git_command",
+            json!({"prompt": "undo my last commit"}),
+            "glab_ask_git_command",
+            &["Which git commands do this: undo my last commit"],
+        ),
+        (
+            "measure_comment_temperature",
+            json!({"content": "THIS IS WRONG, AGAIN."}),
+            "measure_comment_temperature",
+            &["<comment>\nTHIS IS WRONG, AGAIN.\n</comment>"],
+        ),
+        (
+            "model_configuration/check",
+            json!({}),
+            "complete_code",
+            &["Reply with the single word: hello"],
+        ),
+    ];
+    for (id, inputs, up, needles) in cases {
+        let path = format!("/v1/prompts/{id}");
+        let body = json!({ "inputs": inputs });
+        let (status, d) =
+            detail(post_as(&gw, &token(&["explain_code"]), &path, body.clone()).await).await;
+        assert_eq!(
+            (status, d),
+            (403, json!(format!("Unauthorized to access '{id}'"))),
+            "{id}"
+        );
+        let res = post_as(&gw, &token(&[up]), &path, body).await;
+        assert_eq!(res.status(), 200, "{id}");
+        let answer: Value = res.json().await.unwrap();
+        let messages = echoed_messages(answer.as_str().unwrap());
+        assert_eq!(messages[0]["role"], "system", "{id}");
+        let all = messages
+            .iter()
+            .map(|m| m["content"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for needle in needles {
+            assert!(all.contains(needle), "{id}: {needle:?} not in {all}");
+        }
+        let log = gw
+            .wait_record(|r| {
+                r["logger"] == "api.access" && r["path"] == path.as_str() && r["status_code"] == 200
+            })
+            .unwrap();
+        assert_eq!(log["meta.unit_primitive"], up, "{id}");
+        assert_eq!(log["prompt_version"], "1.0.0", "{id}");
+    }
+
+    // A missing input is LangChain's 422, as for every prompt.
+    let res = post_as(
+        &gw,
+        &token(&["glab_ask_git_command"]),
+        "/v1/prompts/glab_ask_git_command",
+        json!({"inputs": {}}),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+
+    // The self-hosted model types of the configuration check resolve by model name.
+    let res = post_as(
+        &gw,
+        &token(&["complete_code"]),
+        "/v1/prompts/model_configuration/check",
+        json!({"inputs": {}, "model_metadata": {"name": "mistral", "provider": "litellm"}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let (status, _) = detail(
+        post_as(
+            &gw,
+            &token(&["complete_code"]),
+            "/v1/prompts/model_configuration/check",
+            json!({"inputs": {}, "model_metadata": {"name": "no-such-model", "provider": "litellm"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+}

@@ -207,3 +207,61 @@ async fn missing_api_key_is_inference_failed() {
     assert_eq!(res.status(), 503);
     assert!(fake.requests().is_empty());
 }
+
+/// `/v2/code/generations` with `prompt_id`: the registry prompt's rendered messages reach the
+/// Messages API with the prompt's model, parameters and stop, whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_generations_prompt_id_reach_anthropic() {
+    let fake = FakeUpstream::start().await;
+    let gw = kit(&fake).gateway(&[]);
+    let body = json!({
+        "prompt_version": 1,
+        "current_file": {"file_name": "lib.rs", "content_above_cursor": "// add two numbers\n", "content_below_cursor": ""},
+        "prompt_id": "code_suggestions/generations",
+    });
+    fake.push(Reply::json(
+        200,
+        &anthropic_message("fn add(a: i32, b: i32) -> i32 { a + b }\n", 20, 9),
+    ));
+    let res = post(&gw, "/v2/code/generations", &body).await;
+    assert_eq!(res.status(), 200);
+    let answer: Value = res.json().await.unwrap();
+    assert_eq!(
+        answer["model"],
+        json!({"engine": "agent", "name": "Code generations (base)", "lang": "rust", "tokens_consumption_metadata": null})
+    );
+    assert_eq!(
+        answer["choices"],
+        json!([{"text": "fn add(a: i32, b: i32) -> i32 { a + b }\n", "index": 0, "finish_reason": "length"}])
+    );
+    let sent = fake.requests_to("/v1/messages");
+    assert_eq!(sent.len(), 1);
+    let sent = sent[0].json();
+    assert_eq!(sent["model"], "claude-3-5-sonnet-20240620");
+    assert_eq!(sent["max_tokens"], 2048);
+    assert_eq!(sent["temperature"], 0.2);
+    assert_eq!(sent["stop_sequences"], json!(["</new_code>"]));
+    assert!(sent["system"]
+        .as_str()
+        .unwrap()
+        .contains("writing rust in the file lib.rs"));
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["role"], "user");
+    assert!(messages[0]["content"]
+        .to_string()
+        .contains("// add two numbers\\n<cursor>"));
+    assert_eq!(messages[1]["role"], "assistant");
+    assert!(messages[1]["content"].to_string().contains("<new_code>"));
+
+    // Streamed: the text deltas as raw text.
+    fake.push(Reply::sse(anthropic_stream(&["fn add", "(a: i32)"], 20, 4)));
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let res = post(&gw, "/v2/code/generations", &streamed).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "fn add(a: i32)");
+    let sent = fake.requests_to("/v1/messages");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].json()["stream"], true);
+}

@@ -780,3 +780,261 @@ async fn a_client_that_goes_away_closes_the_upstream_stream() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+// ---- abuse detection (spec 9.2) ---------------------------------------------------------------
+
+use common::fake_upstream::{
+    anthropic_error_body, anthropic_message, FakeUpstream, Part, Reply as FakeReply,
+};
+use common::metric_value;
+
+fn abuse_gateway(fake: &FakeUpstream, rate: &str, extra: &[(&str, &str)]) -> Gateway {
+    let mut env = vec![
+        ("AIGW_AUTH__BYPASS_EXTERNAL", "true"),
+        ("ANTHROPIC_API_KEY", "sk-ant-gateway-key"),
+        ("ANTHROPIC_BASE_URL", fake.url.as_str()),
+        ("AIGW_ABUSE_DETECTION__ENABLED", "true"),
+        ("AIGW_ABUSE_DETECTION__SAMPLING_RATE", rate),
+        ("AIGW_MODELS__MAX_RETRIES", "0"),
+    ];
+    env.extend_from_slice(extra);
+    Gateway::start(&env, &[])
+}
+
+/// A whole reply that waits for gate `gate` before its body: the test decides when it arrives.
+fn gated(gate: usize, reply: FakeReply) -> FakeReply {
+    let mut reply = reply;
+    reply.parts.insert(0, Part::Gate(gate));
+    reply
+}
+
+async fn proxied(gw: &Gateway, up: &str) -> reqwest::Response {
+    client_request(gw, "/v1/proxy/anthropic/v1/messages", up)
+        .header("anthropic-version", "2023-06-01")
+        .header("x-gitlab-instance-id", "instance-1")
+        .header("x-gitlab-global-user-id", "user-9")
+        .body(MESSAGES_BODY)
+        .send()
+        .await
+        .unwrap()
+}
+
+// The gateway-log waits block their thread: the fake upstream runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sampled_request_is_scored_after_its_answer() {
+    let fake = FakeUpstream::start().await;
+    let answer = anthropic_message("Use a protected branch.", 12, 6);
+    fake.push(FakeReply::json(200, &answer));
+    // The detector's answer is held until the test has the proxied answer in full: if the proxy
+    // waited for the check, this test would deadlock.
+    fake.push(gated(
+        1,
+        FakeReply::json(200, &anthropic_message("0.8", 900, 2)),
+    ));
+    let gw = abuse_gateway(&fake, "1.0", &[]);
+
+    let res = proxied(&gw, "explain_vulnerability").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        serde_json::to_vec(&answer).unwrap().as_slice(),
+        "the proxied answer is unchanged"
+    );
+    assert!(fake.wait_requests(2).await, "the detector was called");
+    let calls = fake.requests_to("/v1/messages");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        calls[0].body,
+        MESSAGES_BODY.as_bytes(),
+        "the proxied call came first"
+    );
+    let check = calls[1].json();
+    assert_eq!(calls[1].header("x-api-key"), Some("sk-ant-gateway-key"));
+    assert_eq!(check["model"], "claude-3-haiku-20240307");
+    assert_eq!(check["max_tokens"], 8);
+    assert_eq!(check["stop_sequences"], json!(["</score>"]));
+    assert!(check["system"].as_str().unwrap().contains("GitLab"));
+    let messages = check["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["role"], "assistant");
+    assert!(
+        messages[1]["content"].to_string().contains("<score>"),
+        "the answer is prefilled: {check}"
+    );
+    let user = messages[0]["content"].to_string();
+    assert_eq!(user.matches("<example>").count(), 2, "{user}");
+    assert!(
+        user.contains("/v1/proxy/anthropic/v1/messages</user_request_url>"),
+        "{user}"
+    );
+    assert!(user.contains("claude-3-haiku-20240307"), "{user}");
+    assert!(
+        user.contains("Explaining a security vulnerability"),
+        "{user}"
+    );
+    let log = gw.access_log("/v1/proxy/anthropic/v1/messages");
+    assert_eq!(log["abuse_detection_sampled"], true);
+
+    fake.release(1);
+    let scored = gw
+        .wait_record(|r| r["message"] == "abuse request score")
+        .expect("the score is logged");
+    assert_eq!(scored["score"], 0.8);
+    assert_eq!(scored["unit_primitive"], "explain_vulnerability");
+    assert_eq!(scored["instance_id"], "instance-1");
+    assert_eq!(scored["global_user_id"], "user-9");
+    let metrics = gw.metrics_text().await;
+    let labels = [
+        "instance_id=\"instance-1\"",
+        "unit_primitive=\"explain_vulnerability\"",
+    ];
+    assert_eq!(
+        metric_value(&metrics, "abuse_request_scores_count", &labels),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "abuse_request_scores_sum", &labels),
+        Some(0.8)
+    );
+    assert_eq!(
+        metric_value(&metrics, "abuse_request_scores_bucket", &["le=\"0.7\""]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "abuse_detection_checks_total",
+            &["result=\"scored\""]
+        ),
+        Some(1.0)
+    );
+}
+
+// The gateway-log waits block their thread: the fake upstream runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_sampling_rate_never_calls_the_detector() {
+    let fake = FakeUpstream::start().await;
+    let answer = anthropic_message("ok", 1, 1);
+    fake.route("/v1/messages", FakeReply::json(200, &answer));
+    let gw = abuse_gateway(&fake, "0", &[]);
+    for _ in 0..3 {
+        let res = proxied(&gw, "duo_chat").await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.bytes().await.unwrap().as_ref(),
+            serde_json::to_vec(&answer).unwrap().as_slice()
+        );
+    }
+    // The draw is made (and logged) before the answer: nothing was sampled, so nothing can come.
+    let access = |gw: &Gateway| -> Vec<Value> {
+        gw.records()
+            .into_iter()
+            .filter(|r| r["logger"] == "api.access")
+            .map(|r| r["abuse_detection_sampled"].clone())
+            .collect()
+    };
+    // Each access-log line is written as its response completes; wait for the third.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while access(&gw).len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(access(&gw), vec![json!(false); 3]);
+    let calls = fake.requests_to("/v1/messages");
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|c| c.body == MESSAGES_BODY.as_bytes()));
+}
+
+// The gateway-log waits block their thread: the fake upstream runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_detector_leaves_the_proxied_request_alone() {
+    let fake = FakeUpstream::start().await;
+    let answer = anthropic_message("fine", 1, 1);
+    fake.push(FakeReply::json(200, &answer));
+    fake.push(FakeReply::json(
+        500,
+        &anthropic_error_body("api_error", "detector is down"),
+    ));
+    let gw = abuse_gateway(&fake, "1.0", &[]);
+    let res = proxied(&gw, "duo_chat").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        serde_json::to_vec(&answer).unwrap().as_slice()
+    );
+    let failed = gw
+        .wait_record(|r| r["message"] == "abuse detection failed")
+        .expect("the failure is logged");
+    assert_eq!(failed["unit_primitive"], "duo_chat");
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "abuse_detection_checks_total",
+            &["result=\"failed\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "abuse_request_scores_count", &[]),
+        None
+    );
+
+    // An upstream error status on the proxied call itself is still passed through as is.
+    let error = anthropic_error_body("overloaded_error", "busy");
+    fake.push(FakeReply::json(529, &error));
+    fake.push(FakeReply::json(200, &anthropic_message("0.1", 1, 1)));
+    let res = proxied(&gw, "duo_chat").await;
+    assert_eq!(res.status(), 529);
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        serde_json::to_vec(&error).unwrap().as_slice()
+    );
+}
+
+// The gateway-log waits block their thread: the fake upstream runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_beyond_the_concurrency_bound_are_dropped_and_counted() {
+    let fake = FakeUpstream::start().await;
+    let answer = anthropic_message("ok", 1, 1);
+    fake.push(FakeReply::json(200, &answer));
+    fake.push(gated(
+        1,
+        FakeReply::json(200, &anthropic_message("0.2", 1, 1)),
+    ));
+    fake.push(FakeReply::json(200, &answer));
+    let gw = abuse_gateway(
+        &fake,
+        "1.0",
+        &[("AIGW_ABUSE_DETECTION__MAX_CONCURRENT", "1")],
+    );
+    let res = proxied(&gw, "duo_chat").await;
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap();
+    // The first check holds the only slot until gate 1 opens.
+    assert!(fake.wait_requests(2).await);
+    let res = proxied(&gw, "duo_chat").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        serde_json::to_vec(&answer).unwrap().as_slice()
+    );
+    gw.wait_record(|r| r["message"] == "abuse detection saturated: sample dropped")
+        .expect("the dropped sample is logged");
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "abuse_detection_checks_total",
+            &["result=\"dropped\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    fake.release(1);
+    gw.wait_record(|r| r["message"] == "abuse request score")
+        .expect("the held check completes");
+    assert_eq!(fake.requests_to("/v1/messages").len(), 3);
+}

@@ -7,6 +7,10 @@
 //! whole answer (spec 5.5; streams are never post-processed), and answer in the endpoint's
 //! shape: the v2 JSON, the v3/v4 JSON, raw text streams, or v4's SSE.
 //!
+//! A `/v2/code/generations` body with `prompt_id` runs a registry prompt instead (spec 3.2 rule
+//! 1): the same planning, with the model resolved from the prompt definition (or the client's
+//! self-hosted model) by `prompt_model::provider_for`, reported as engine `agent`.
+//!
 //! Where the original crashes with a 500 on a bad combination of fields (a `code_context` as the
 //! first v3 component, an Anthropic completion without a message list), this gateway answers a
 //! 422 that says what is wrong; `docs/compatibility.md` lists them.
@@ -19,6 +23,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::json_body;
+use super::prompt_model::{self, ModelMetadata};
 use super::schema::code::{
     parse_code_completions, parse_code_generations, CodeSuggestionsRequest,
     ModelProvider as Provider, Prompt as ReqPrompt,
@@ -37,6 +42,9 @@ use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
 use crate::models::registry::{CustomApi, CustomModel};
 use crate::models::{mock, Message, ModelProvider, ModelRequest, Prompt, Usage};
+use crate::prompts::registry::AGENT_PROMPTS;
+use crate::prompts::version::DEFAULT_CONSTRAINT;
+use crate::prompts::ResolveError;
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -90,6 +98,9 @@ enum Target {
     AnthropicChat(String),
     /// Anthropic legacy text completions.
     AnthropicText(String),
+    /// A registry prompt (`prompt_id`); the name is the prompt definition's, as the original's
+    /// `AgentModel` reports it. Its model is resolved with the prompt ([`Plan::model`]).
+    Agent(String),
     /// An OpenAI-compatible (LiteLLM-style) model.
     Custom {
         kind: CustomKind,
@@ -115,6 +126,7 @@ impl Target {
             Target::VertexBison => ("vertex-ai", "code-bison@002".into()),
             Target::AnthropicChat(m) | Target::AnthropicText(m) => ("anthropic", m.clone()),
             Target::Custom { provider, name, .. } => (provider.as_str(), name.clone()),
+            Target::Agent(name) => ("agent", name.clone()),
         }
     }
 
@@ -122,6 +134,7 @@ impl Target {
         matches!(
             self,
             Target::AnthropicChat(_)
+                | Target::Agent(_)
                 | Target::Custom {
                     kind: CustomKind::Chat,
                     ..
@@ -159,6 +172,10 @@ fn provider_for(
     }
     let providers = &state.providers;
     let model = match target {
+        Target::Agent(name) => Err(crate::models::ModelError::new(
+            crate::models::ModelErrorKind::Refused,
+            format!("registry prompt {name} planned without its model"),
+        )),
         Target::VertexGecko => Ok(providers.vertex("code-gecko@002")),
         Target::VertexBison => Ok(providers.vertex("code-bison@002")),
         Target::AnthropicChat(name) => Ok(providers.anthropic_chat(name)),
@@ -223,6 +240,8 @@ struct Plan {
     skip_call: bool,
     /// Whether the client asked for a stream and the model path streams.
     stream: bool,
+    /// The model, when it was resolved with the plan (registry prompts); else from `target`.
+    model: Option<Arc<dyn ModelProvider>>,
 }
 
 fn validation(errors: Vec<Value>) -> ApiError {
@@ -419,6 +438,7 @@ fn plan_vertex_completion(
             .collect(),
         skip_call: above.is_empty(),
         stream: false,
+        model: None,
     }
 }
 
@@ -468,6 +488,7 @@ fn plan_v2_completion(req: &HttpRequest, body: &CodeSuggestionsRequest) -> Resul
                 experiments: Vec::new(),
                 skip_call: false,
                 stream,
+                model: None,
             })
         }
         Some(provider @ (Provider::Litellm | Provider::Codestral | Provider::FireworksAi)) => {
@@ -547,6 +568,7 @@ fn plan_v2_completion(req: &HttpRequest, body: &CodeSuggestionsRequest) -> Resul
                 experiments: Vec::new(),
                 skip_call: false,
                 stream,
+                model: None,
             })
         }
     }
@@ -558,11 +580,6 @@ fn plan_v2_generation(body: &CodeSuggestionsRequest) -> Result<Plan, ApiError> {
     let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
     let lang = language.map(|l| l.lang_label()).unwrap_or("");
     let stream = body.stream.unwrap_or(false);
-    if body.prompt_id.is_some() {
-        return Err(unprocessable(
-            "prompt_id generations need the prompt registry, which this gateway does not serve yet",
-        ));
-    }
     // The prompt: the client's (v2 text, v3 messages) or the built v1 prompt.
     let built_text = |limit: usize| -> Result<String, ApiError> {
         match &body.prompt {
@@ -652,6 +669,170 @@ fn plan_v2_generation(body: &CodeSuggestionsRequest) -> Result<Plan, ApiError> {
         experiments: Vec::new(),
         skip_call: false,
         stream,
+        model: None,
+    })
+}
+
+/// The pydantic text of a `ModelMetadata` that does not validate, as the original's
+/// `ValidationError` prints it (the original answers it as a 422 string detail).
+fn model_metadata_error(problems: &[(&str, &str, &str, Option<&str>)]) -> ApiError {
+    let mut text = format!(
+        "{} validation error{} for ModelMetadata",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for (field, kind, message, input) in problems {
+        let (value, input_type) = match input {
+            Some(v) => (crate::prompts::render::py_repr_str(v), "str"),
+            None => ("None".to_string(), "NoneType"),
+        };
+        text.push_str(&format!(
+            "\n{field}\n  {message} [type={kind}, input_value={value}, input_type={input_type}]\n    For further information visit https://errors.pydantic.dev/2.10/v/{kind}"
+        ));
+    }
+    unprocessable(text)
+}
+
+/// The `ModelMetadata` of a `prompt_id` generation (spec 3.2 rule 1): built from `model_name`,
+/// `model_endpoint` (a required URL), `model_api_key` and `model_identifier`, provider
+/// `custom_openai`. Without a model name and an endpoint there is none: the prompt's own model
+/// answers.
+fn agent_model_metadata(body: &CodeSuggestionsRequest) -> Result<Option<ModelMetadata>, ApiError> {
+    if body.model_name.is_none() && body.model_endpoint.is_none() {
+        return Ok(None);
+    }
+    let mut problems = Vec::new();
+    if body.model_name.is_none() {
+        problems.push((
+            "name",
+            "string_type",
+            "Input should be a valid string",
+            None,
+        ));
+    }
+    match body.model_endpoint.as_deref() {
+        None => problems.push((
+            "endpoint",
+            "url_type",
+            "URL input should be a string or URL",
+            None,
+        )),
+        Some(endpoint) => match url::Url::parse(endpoint) {
+            Ok(_) => {}
+            Err(url::ParseError::RelativeUrlWithoutBase) => problems.push((
+                "endpoint",
+                "url_parsing",
+                "Input should be a valid URL, relative URL without a base",
+                Some(endpoint),
+            )),
+            Err(_) => problems.push((
+                "endpoint",
+                "url_parsing",
+                "Input should be a valid URL",
+                Some(endpoint),
+            )),
+        },
+    }
+    if !problems.is_empty() {
+        return Err(model_metadata_error(&problems));
+    }
+    Ok(Some(ModelMetadata {
+        name: body.model_name.clone().unwrap_or_default(),
+        provider: "custom_openai".into(),
+        endpoint: body.model_endpoint.clone(),
+        api_key: body.model_api_key.clone(),
+        identifier: body.model_identifier.clone(),
+    }))
+}
+
+/// `/v2/code/generations` with `prompt_id` (spec 3.2 rule 1): the registry prompt, its type from
+/// `model_name` / `AIGW_DEFAULT_PROMPTS` / `base`, rendered with what the original passes its
+/// prompt (`prefix`, `suffix`, `file_name`, `language`, plus `user_instruction`: the client's
+/// `prompt` text, or empty), answered by the prompt's model or the `model_metadata` one.
+fn plan_agent_generation(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &CodeSuggestionsRequest,
+    prompt_id: &str,
+) -> Result<Plan, ApiError> {
+    let file = &body.current_file;
+    let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
+    let stream = body.stream.unwrap_or(false);
+    let metadata = agent_model_metadata(body)?;
+    let entry = state
+        .prompts
+        .resolve(
+            prompt_id,
+            DEFAULT_CONSTRAINT,
+            metadata.as_ref().map(|m| m.name.as_str()),
+        )
+        .map_err(|e| match e {
+            ResolveError::NotFound | ResolveError::InvalidConstraint => ApiError::detail(
+                StatusCode::NOT_FOUND,
+                format!("Prompt '{prompt_id}' not found"),
+            ),
+            ResolveError::NoMatchingVersion => ApiError::detail(
+                StatusCode::NOT_FOUND,
+                format!("Prompt '{prompt_id}' has no version matching '{DEFAULT_CONSTRAINT}'"),
+            ),
+        })?;
+    let user =
+        user_of(req).ok_or_else(|| ApiError::Unauthorized("Forbidden by auth provider".into()))?;
+    if !entry
+        .definition
+        .unit_primitives
+        .iter()
+        .all(|up| user.can(up, &[]))
+    {
+        return Err(ApiError::forbidden(format!(
+            "Unauthorized to access '{prompt_id}'"
+        )));
+    }
+    if AGENT_PROMPTS.contains(&prompt_id) {
+        return Err(unprocessable(format!(
+            "Prompt '{prompt_id}' is not supported"
+        )));
+    }
+    if metadata.is_some() && !state.settings.custom_models.enabled {
+        return Err(unprocessable(
+            "Endpoint override not allowed when custom models are disabled.",
+        ));
+    }
+    let editor_language = file
+        .language_identifier
+        .clone()
+        .filter(|l| !l.is_empty())
+        .or_else(|| language.map(|l| l.display_name().to_string()))
+        .unwrap_or_default()
+        .to_lowercase();
+    let instruction = match &body.prompt {
+        Some(ReqPrompt::Text(text)) => text.clone(),
+        _ => String::new(),
+    };
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("prefix".into(), json!(file.content_above_cursor));
+    inputs.insert("suffix".into(), json!(file.content_below_cursor));
+    inputs.insert("file_name".into(), json!(file.file_name));
+    inputs.insert("language".into(), json!(editor_language));
+    inputs.insert("user_instruction".into(), json!(instruction));
+    let messages = state
+        .prompts
+        .render(&entry, &inputs)
+        .map_err(|e| unprocessable(e.message()))?;
+    let log = RequestLog::of(req);
+    log.set("prompt_id", prompt_id);
+    log.set("prompt_version", entry.version.to_string());
+    let model = prompt_model::provider_for(state, &entry, metadata.as_ref())?;
+    Ok(Plan {
+        target: Target::Agent(entry.definition.name.clone()),
+        request: prompt_model::model_request(&entry, messages, stream),
+        lang: language.map(|l| l.lang_label()).unwrap_or(""),
+        post: Post::AnthropicGeneration,
+        tokens: None,
+        experiments: Vec::new(),
+        skip_call: false,
+        stream,
+        model: Some(model),
     })
 }
 
@@ -700,8 +881,17 @@ async fn execute(
     log: &RequestLog,
     user: Option<&str>,
 ) -> Result<Outcome, ApiError> {
-    let provider = provider_for(state, &plan.target, user)?;
-    let meta = provider.metadata().clone();
+    let provider = match plan.model.take() {
+        Some(model) => model,
+        None => provider_for(state, &plan.target, user)?,
+    };
+    let mut meta = provider.metadata().clone();
+    if let Target::Agent(name) = &plan.target {
+        // The original reports registry prompts as its `AgentModel`: engine `agent`, the
+        // prompt's name.
+        meta.engine = "agent".into();
+        meta.name = name.clone();
+    }
     log.set("model_engine", meta.engine.as_str());
     log.set("model_name", meta.name.as_str());
     log.set("lang", plan.lang);
@@ -916,7 +1106,10 @@ async fn v2_generations(
     let value = json_body(&req, &body)?;
     let request = parse_code_generations(&value).map_err(validation)?;
     authorize(&req, &state, &authz::CODE_GENERATIONS)?;
-    let plan = plan_v2_generation(&request)?;
+    let plan = match &request.prompt_id {
+        Some(prompt_id) => plan_agent_generation(&req, &state, &request, prompt_id)?,
+        None => plan_v2_generation(&request)?,
+    };
     let (engine, name) = plan.target.labels();
     record_telemetry(&request, engine, &name);
     v2_respond(&req, &state, plan, true).await
@@ -965,6 +1158,7 @@ fn plan_components(req: &HttpRequest, components: &[PromptComponent]) -> Result<
                         experiments: Vec::new(),
                         skip_call: false,
                         stream,
+                        model: None,
                     })
                 }
                 _ => {
@@ -1034,6 +1228,7 @@ fn plan_components(req: &HttpRequest, components: &[PromptComponent]) -> Result<
                 experiments: Vec::new(),
                 skip_call: false,
                 stream,
+                model: None,
             })
         }
         _ => Err(unprocessable(

@@ -87,6 +87,54 @@ pub fn proxy_feature_category(name: &str) -> Option<&'static str> {
     })
 }
 
+/// What requests made for a unit primitive are expected to do, in our words: the abuse detector
+/// (spec 9.2) compares a sampled proxy request with it. `None` for unit primitives that cannot be
+/// used through the proxies.
+pub fn description(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ask_build" => "Asking Duo Chat about a CI/CD job (build) and its log.",
+        "ask_commit" => "Asking Duo Chat about a git commit and its changes.",
+        "ask_epic" => "Asking Duo Chat about a GitLab epic.",
+        "ask_issue" => "Asking Duo Chat about a GitLab issue.",
+        "ask_merge_request" => "Asking Duo Chat about a GitLab merge request.",
+        "categorize_duo_chat_question" => {
+            "Classifying a question asked to Duo Chat into categories and labels."
+        }
+        "documentation_search" => "Searching the GitLab documentation to answer a question.",
+        "duo_chat" => {
+            "Asking a coding assistant questions about software development or how to use GitLab."
+        }
+        "fix_code" => "Fixing problems in a piece of source code.",
+        "refactor_code" => "Refactoring or improving a piece of source code.",
+        "write_tests" => "Writing tests for a piece of source code.",
+        "explain_code" => "Explaining what a piece of source code does.",
+        "explain_vulnerability" => {
+            "Explaining a security vulnerability found in the user's code and how it could be exploited."
+        }
+        "resolve_vulnerability" => {
+            "Resolving a security vulnerability (a CVE or a finding) in the given source code."
+        }
+        "fill_in_merge_request_template" => {
+            "Filling in a merge request description template from the merge request's changes."
+        }
+        "generate_commit_message" => "Writing a git commit message for a diff.",
+        "glab_ask_git_command" => "Turning a plain-language request into git commands.",
+        "review_merge_request" => "Reviewing the changes of a merge request and commenting on them.",
+        "summarize_issue_discussions" => "Summarizing the discussion in a GitLab issue.",
+        "summarize_merge_request" => "Summarizing the changes of a merge request.",
+        "summarize_review" => "Summarizing the comments of a merge request review.",
+        "summarize_submitted_review" => "Summarizing a merge request review that was submitted.",
+        "generate_cube_query" => {
+            "Turning a question about product analytics data into a Cube query."
+        }
+        "generate_issue_description" => "Writing the description of a GitLab issue.",
+        "summarize_comments" => "Summarizing the comments of a GitLab issue or epic.",
+        "semantic_search_issue" => "Finding GitLab issues related to a text.",
+        "troubleshoot_job" => "Finding why a CI/CD job failed from its log and how to fix it.",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +152,13 @@ mod tests {
             Some("vulnerability_management")
         );
         assert!(is_known("include_local_git_context"));
+        for up in ALL {
+            assert_eq!(
+                description(up).is_some(),
+                proxy_feature_category(up).is_some(),
+                "{up}: every proxy unit primitive, and only those, has a description"
+            );
+        }
         assert!(!is_known("make_coffee"));
     }
 }

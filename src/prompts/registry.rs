@@ -367,6 +367,11 @@ mod tests {
             "chat/explain_vulnerability/base",
             "chat/explain_code/base",
             "code_suggestions/generations/base",
+            "categorize_question/base",
+            "glab_ask_git_command/base",
+            "measure_comment_temperature/base",
+            "model_configuration/check/base",
+            "model_configuration/check/mistral",
         ] {
             assert!(r.keys().contains(&id.to_string()), "{id} is shipped");
         }

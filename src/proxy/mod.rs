@@ -7,6 +7,7 @@
 //! byte for byte. Timeouts follow the original's 60 s, as a connect timeout and a per-read idle
 //! timeout (a long stream that keeps sending is never cut).
 
+pub mod abuse;
 pub mod google_token;
 
 use std::sync::Arc;

@@ -132,6 +132,8 @@ struct Shared {
     queue: Mutex<VecDeque<Reply>>,
     routes: Mutex<Vec<(String, Reply)>>,
     requests: Mutex<Vec<Recorded>>,
+    /// How many requests have arrived (for tests that await one).
+    arrived: watch::Sender<usize>,
     gates: watch::Sender<usize>,
     closed_mid_reply: AtomicUsize,
     closed: Notify,
@@ -158,10 +160,12 @@ impl FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (gates, _) = watch::channel(0usize);
+        let (arrived, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             routes: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            arrived,
             gates,
             closed_mid_reply: AtomicUsize::new(0),
             closed: Notify::new(),
@@ -206,6 +210,15 @@ impl FakeUpstream {
             .into_iter()
             .filter(|r| r.path.contains(part))
             .collect()
+    }
+
+    /// Wait (up to 10 s) until `n` requests have arrived; false if they did not.
+    pub async fn wait_requests(&self, n: usize) -> bool {
+        let mut arrived = self.shared.arrived.subscribe();
+        let reached = tokio::time::timeout(Duration::from_secs(10), arrived.wait_for(|c| *c >= n))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        reached
     }
 
     /// Let gated frames up to `n` go.
@@ -300,6 +313,7 @@ async fn serve(mut socket: TcpStream, shared: Arc<Shared>) {
     while let Some(request) = read_request(&mut socket, &mut buf).await {
         let path = request.path.clone();
         shared.requests.lock().unwrap().push(request);
+        shared.arrived.send_modify(|n| *n += 1);
         let routed = shared
             .routes
             .lock()

@@ -21,6 +21,11 @@
 //! body is sent as the client's bytes, not re-encoded. The answer keeps the upstream's status and
 //! `content-type` (nothing else); a streamed answer is relayed chunk by chunk as it arrives, a
 //! whole one as the upstream's bytes. Failing to reach the upstream is a 502 `Bad Gateway`.
+//!
+//! After step 1 a request may be drawn for abuse detection (spec 9.2, `crate::proxy::abuse`);
+//! the check starts only once a proxied answer has been sent, and an error answer of ours
+//! (400, 404, 502, ...) starts none, as the original's background task only runs after a
+//! response.
 
 use std::sync::OnceLock;
 
@@ -37,6 +42,7 @@ use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::InferenceGuard;
 use crate::models::ModelMetadata;
+use crate::proxy::abuse::{self, Sample};
 use crate::state::AppState;
 
 /// The header naming the unit primitive a proxied call serves.
@@ -261,12 +267,48 @@ async fn forward(
     Ok(builder.streaming(body))
 }
 
+/// The abuse-detection sample of this request, when it is drawn (spec 9.2; never in mock mode,
+/// where nothing goes upstream). Whether it was is in the access log.
+fn abuse_sample(
+    req: &HttpRequest,
+    state: &AppState,
+    body: &Body,
+    unit_primitive: &str,
+) -> Option<Sample> {
+    let detector = &state.abuse;
+    if !detector.enabled() || state.settings.mock_model_responses {
+        return None;
+    }
+    let sampled = detector.should_detect();
+    RequestLog::of(req).set("abuse_detection_sampled", sampled);
+    sampled.then(|| detector.sample(req, &body.0, unit_primitive))
+}
+
+/// `response`, with the sampled request's abuse check started once it has been sent.
+fn with_abuse_check(
+    state: &web::Data<AppState>,
+    sample: Option<Sample>,
+    response: HttpResponse,
+) -> HttpResponse {
+    match sample {
+        None => response,
+        Some(sample) => {
+            let state = web::Data::clone(state);
+            abuse::after_sent(response, move || {
+                let detector = std::sync::Arc::clone(&state.abuse);
+                detector.spawn(state, sample);
+            })
+        }
+    }
+}
+
 async fn anthropic(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, category) = authorize(&req)?;
+    let (up, category) = authorize(&req)?;
+    let sample = abuse_sample(&req, &state, &body, &up);
     let path = upstream_path(req.path(), "anthropic");
     if !ANTHROPIC_PATHS.contains(&path.as_str()) {
         return Err(not_found());
@@ -298,7 +340,8 @@ async fn anthropic(
         engine: "anthropic",
         model,
     };
-    forward(&state, outgoing, body, category, &RequestLog::of(&req)).await
+    let response = forward(&state, outgoing, body, category, &RequestLog::of(&req)).await?;
+    Ok(with_abuse_check(&state, sample, response))
 }
 
 fn vertex_path_pattern() -> Option<&'static regex::Regex> {
@@ -330,7 +373,8 @@ async fn vertex_ai(
     state: web::Data<AppState>,
     body: Body,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, category) = authorize(&req)?;
+    let (up, category) = authorize(&req)?;
+    let sample = abuse_sample(&req, &state, &body, &up);
     let (model, action, sse) = vertex_target(req.path()).ok_or_else(not_found)?;
     let upstreams = &state.upstreams;
     let path = format!(
@@ -362,7 +406,8 @@ async fn vertex_ai(
         engine: "vertex-ai",
         model,
     };
-    forward(&state, outgoing, body, category, &log).await
+    let response = forward(&state, outgoing, body, category, &log).await?;
+    Ok(with_abuse_check(&state, sample, response))
 }
 
 #[cfg(test)]
