@@ -550,3 +550,24 @@ async fn history_context_and_scratchpad_are_rendered() {
     );
     assert!(system_prompt(&sent).contains("resources: ['Pipelines', 'Vulnerabilities']"));
 }
+
+#[tokio::test]
+async fn a_client_going_away_closes_the_model_call() {
+    let s = setup(&[]).await;
+    let mut parts: Vec<Part> = anthropic_head(12).into_iter().map(Part::Data).collect();
+    parts.push(Part::Data(anthropic_delta("Final Answer: Hel")));
+    parts.push(Part::Gate(1));
+    parts.push(Part::Data(anthropic_delta("lo")));
+    parts.extend(anthropic_tail(7).into_iter().map(Part::Data));
+    s.fake
+        .route("/v1/messages", Reply::stream("text/event-stream", parts));
+    let res = s.post(ALL_TOOL_SCOPES, &[], &question("hi")).await;
+    let mut body = res.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert_eq!(first, format!("{}\n", delta("Hel")).into_bytes());
+    drop(body);
+    assert!(
+        s.fake.wait_closed_by_peer().await,
+        "the upstream connection is closed when the client leaves"
+    );
+}

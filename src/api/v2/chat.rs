@@ -19,6 +19,7 @@
 //! for Anthropic failures is its SDK's exception text (`Error code: 529 - {...}`, the error
 //! event's payload as a Python dict), reproduced here so that `overloaded_error` decides
 //! `retryable` the same way.
+//! A client that goes away ends the stream at once and cancels the model call.
 //!
 //! Where the original fails after its 200 was sent (a `system` message, a conversation that does
 //! not end with a user message, an unknown prompt type), this endpoint answers a 4xx before the
@@ -44,6 +45,7 @@ use crate::chat::react::{AgentEvent, Outcome, ReactStream};
 use crate::chat::tools::{self, Tool};
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
+use crate::http::disconnect::until_disconnect;
 use crate::http::edge::{arrival_of, user_of};
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, Event, ModelCall};
@@ -337,11 +339,14 @@ impl Run {
     }
 }
 
-fn ndjson(run: Run) -> HttpResponse {
-    let body = futures::stream::unfold(run, |mut run| async move {
+/// The NDJSON response; it ends (dropping the model call, which cancels it) as soon as the
+/// client goes away, even while the model is quiet.
+fn ndjson(req: &HttpRequest, run: Run) -> HttpResponse {
+    let lines = futures::stream::unfold(run, |mut run| async move {
         let line = run.next_line().await?;
         Some((Ok::<_, StreamAborted>(line), run))
     });
+    let body = until_disconnect(req, Box::pin(lines));
     HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
@@ -465,11 +470,14 @@ async fn agent(
                 let overhead = arrived.elapsed().saturating_sub(call.waited_for_first);
                 metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
             }
-            Ok(ndjson(run(
-                Box::pin(call.into_events()),
-                Some(ReactStream::new()),
-                VecDeque::new(),
-            )))
+            Ok(ndjson(
+                &req,
+                run(
+                    Box::pin(call.into_events()),
+                    Some(ReactStream::new()),
+                    VecDeque::new(),
+                ),
+            ))
         }
         Err(CallFailure::Quota(refusal)) => {
             log.set("quota_refused", refusal.dimension.label());
@@ -479,11 +487,14 @@ async fn agent(
             tracing::warn!(target: "api.chat", "model call failed: {}", failure.describe());
             log.set("model_exception_message", failure.describe());
             let event = error_event(&failure);
-            Ok(ndjson(run(
-                Box::pin(futures::stream::empty()),
-                None,
-                VecDeque::from([event]),
-            )))
+            Ok(ndjson(
+                &req,
+                run(
+                    Box::pin(futures::stream::empty()),
+                    None,
+                    VecDeque::from([event]),
+                ),
+            ))
         }
     }
 }
