@@ -150,6 +150,20 @@ async fn mock_mode_answers_the_originals_fake_model() {
         ]),
         "a debug user gets every tool but the flagged one"
     );
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        common::metric_value(
+            &metrics,
+            "model_inferences_total",
+            &[
+                "feature_category=\"duo_chat\"",
+                "model_engine=\"fake-provider\"",
+                "streaming=\"yes\""
+            ]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -570,4 +584,32 @@ async fn a_client_going_away_closes_the_model_call() {
         s.fake.wait_closed_by_peer().await,
         "the upstream connection is closed when the client leaves"
     );
+}
+
+#[tokio::test]
+async fn realm_disallowed_flags_and_self_hosted_documentation() {
+    let s = setup(&[
+        (
+            "AIGW_FEATURE_FLAGS__DISALLOWED_FLAGS",
+            r#"{"saas": ["ai_commit_reader_for_chat"]}"#,
+        ),
+        ("AIGW_CUSTOM_MODELS__ENABLED", "true"),
+    ])
+    .await;
+    answer(&s.fake, &["Final Answer: ok"]);
+    let headers = [
+        ("X-Gitlab-Version", "17.6.0"),
+        (
+            "X-Gitlab-Enabled-Feature-Flags",
+            "ai_commit_reader_for_chat",
+        ),
+    ];
+    let res = s.post(ALL_TOOL_SCOPES, &headers, &question("hi")).await;
+    assert_eq!(lines(res).await, vec![delta("ok")]);
+    let system = system_prompt(&s.upstream_body(0));
+    assert!(
+        !system.contains("commit_reader"),
+        "the flag is disallowed for the realm: {system}"
+    );
+    assert!(system.contains("Action Input: set up project"), "{system}");
 }

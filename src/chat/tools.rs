@@ -8,6 +8,8 @@
 //! the request enables the feature flag `ai_commit_reader_for_chat`; a debug user gets every one
 //! of them; anyone else only those whose unit primitive the token holds and whose minimum
 //! version `X-Gitlab-Version` reaches (PEP 440; a missing header reaches none).
+//! Self-hosted deployments (custom models enabled) get a `gitlab_documentation` whose example
+//! asks for short keyword inputs, as the original's `SelfHostedGitlabDocumentation` does.
 
 use crate::auth::user::User;
 use crate::chat::version;
@@ -117,14 +119,41 @@ authored commit 1a2b3c?",
     },
 ];
 
-/// The tools offered to `user` on GitLab `gl_version` with `flags` enabled.
+/// `gitlab_documentation` as self-hosted deployments (custom models enabled) offer it: the
+/// documentation is searched locally by keywords, so the model is shown short action inputs.
+pub const SELF_HOSTED_DOCUMENTATION: Tool = Tool {
+    name: "gitlab_documentation",
+    resource: "documentation answers",
+    unit_primitive: "documentation_search",
+    min_version: None,
+    feature_flag: None,
+    description: "Answers questions about GitLab itself and how to use it: projects, groups, \
+issues, merge requests, epics, work items, milestones, labels, CI/CD pipelines, repositories and \
+the rest of the product.",
+    example: "Question: How do I set up a new project?\nThought: The question is about how \
+GitLab works, so \"gitlab_documentation\" is the tool. I keep the action input to the few words \
+of its intent, without punctuation: 'How do I set up a project?' becomes 'set up project', 'Can \
+you help me open a merge request?' becomes 'create merge request'.\nAction: \
+gitlab_documentation\nAction Input: set up project",
+};
+
+/// The tools offered to `user` on GitLab `gl_version` with `flags` enabled; `self_hosted`
+/// (custom models enabled) swaps in [`SELF_HOSTED_DOCUMENTATION`].
 pub fn offered(
     user: &User,
     gl_version: &str,
     flag_enabled: impl Fn(&str) -> bool,
+    self_hosted: bool,
 ) -> Vec<&'static Tool> {
     TOOLS
         .iter()
+        .map(|t| {
+            if self_hosted && t.name == SELF_HOSTED_DOCUMENTATION.name {
+                &SELF_HOSTED_DOCUMENTATION
+            } else {
+                t
+            }
+        })
         .filter(|t| t.feature_flag.is_none_or(&flag_enabled))
         .filter(|t| {
             user.is_debug
@@ -194,7 +223,7 @@ mod tests {
         let on = |_: &str| true;
         let off = |_: &str| false;
         assert_eq!(
-            names(&offered(&user(&all), "17.5.0-pre", on)),
+            names(&offered(&user(&all), "17.5.0-pre", on, false)),
             vec![
                 "build_reader",
                 "epic_reader",
@@ -205,20 +234,20 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&offered(&user(&all), "17.4.2", off)),
+            names(&offered(&user(&all), "17.4.2", off, false)),
             vec!["epic_reader", "issue_reader", "gitlab_documentation"]
         );
         assert_eq!(
-            names(&offered(&user(&all), "", on)),
+            names(&offered(&user(&all), "", on, false)),
             vec!["epic_reader", "issue_reader", "gitlab_documentation"],
             "no version header: no version-gated tool"
         );
         assert_eq!(
-            names(&offered(&user(&["ask_issue"]), "18.0.0", on)),
+            names(&offered(&user(&["ask_issue"]), "18.0.0", on, false)),
             vec!["issue_reader"]
         );
         assert_eq!(
-            names(&offered(&User::debug(None), "", off)),
+            names(&offered(&User::debug(None), "", off, false)),
             vec![
                 "build_reader",
                 "epic_reader",
@@ -230,8 +259,17 @@ mod tests {
     }
 
     #[test]
+    fn self_hosted_deployments_get_their_documentation_tool() {
+        let tools = offered(&User::debug(None), "", |_| false, true);
+        let docs = find(&tools, "gitlab_documentation").unwrap();
+        assert_eq!(docs, &SELF_HOSTED_DOCUMENTATION);
+        assert!(docs.example.ends_with("Action Input: set up project"));
+        assert_eq!(tools.len(), 5);
+    }
+
+    #[test]
     fn camel_case_names_find_their_tool() {
-        let tools = offered(&User::debug(None), "", |_| true);
+        let tools = offered(&User::debug(None), "", |_| true, false);
         assert_eq!(
             find(&tools, "issue_reader").map(|t| t.name),
             Some("issue_reader")

@@ -430,7 +430,12 @@ async fn agent(
         .unwrap_or("");
     let flags = enabled_feature_flags(&req, &state);
     log.set("enabled_feature_flags", flags.join(","));
-    let offered = tools::offered(&user, gl_version, |f| flags.iter().any(|x| x == f));
+    let offered = tools::offered(
+        &user,
+        gl_version,
+        |f| flags.iter().any(|x| x == f),
+        state.settings.custom_models.enabled,
+    );
     log.set(
         "duo_chat.agent_available_tools",
         Value::Array(offered.iter().map(|t| Value::from(t.name)).collect()),
