@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod chaos;
+pub mod chat;
 pub mod code_suggestions;
 pub mod config;
 pub mod faults;

@@ -10,6 +10,7 @@ pub mod prompt_model;
 pub mod schema;
 pub mod streaming;
 pub mod v1;
+pub mod v2;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     monitoring::configure(cfg);
     code::configure(cfg);
     v1::configure(cfg);
+    v2::configure(cfg);
 }
 
 /// A resource that answers `method` at `path` with `handler` and 405 to other methods.

@@ -146,6 +146,38 @@ impl ModelProvider for MockModel {
     }
 }
 
+/// The original's stand-in for registry prompts of Anthropic-class models in mock mode:
+/// LangChain's fake chat model, which answers `mock` whatever it is asked (one chunk, streamed or
+/// not).
+pub fn fake_chat_model() -> FixedModel {
+    FixedModel {
+        metadata: ModelMetadata::new("fake-provider", "fake-model"),
+        text: "mock".to_string(),
+    }
+}
+
+/// A mock model that always answers the same text.
+#[derive(Debug, Clone)]
+pub struct FixedModel {
+    metadata: ModelMetadata,
+    text: String,
+}
+
+impl ModelProvider for FixedModel {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn call(&self, _request: ModelRequest) -> ChunkStream {
+        futures::stream::iter([Ok(ModelChunk {
+            text: self.text.clone(),
+            usage: Some(Usage::default()),
+            ..ModelChunk::default()
+        })])
+        .boxed()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

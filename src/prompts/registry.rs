@@ -208,6 +208,19 @@ impl PromptRegistry {
             })
             .collect()
     }
+
+    /// Render the `role` template of `entry` alone with `inputs`, without the missing-input
+    /// check: for agent prompts, whose templates are rendered once per conversation message with
+    /// inputs of their own. `None` when the prompt has no template for `role`.
+    pub fn render_role(
+        &self,
+        entry: &Entry,
+        role: &str,
+        inputs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Result<String, RenderError>> {
+        let (_, name) = entry.roles.iter().find(|(r, _)| r == role)?;
+        Some(render::render(&self.env, name, inputs))
+    }
 }
 
 #[cfg(test)]
@@ -346,10 +359,17 @@ mod tests {
                     .required
                     .iter()
                     .map(|v| {
-                        let value = if v == "tools" {
-                            json!([{"name": "issue_reader", "description": "reads issues"}])
-                        } else {
-                            json!("x")
+                        let value = match v.as_str() {
+                            "tools" => {
+                                json!([{"name": "issue_reader", "description": "reads issues",
+                                "example": "Action: issue_reader", "resource": "issues"}])
+                            }
+                            "message" => json!({"role": "user", "content": "hi", "context": null,
+                                "current_file": null, "additional_context": null,
+                                "resource_content": null}),
+                            "agent_scratchpad" => json!([]),
+                            "unavailable_resources" => json!(["Pipelines"]),
+                            _ => json!("x"),
                         };
                         (v.clone(), value)
                     })

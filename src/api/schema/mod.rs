@@ -47,6 +47,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+pub mod agent;
 pub mod body;
 pub mod chat;
 pub mod code;
