@@ -17,7 +17,7 @@ const PROMPT: &str = "/v1/prompts/code_suggestions/generations";
 const VERTEX_PATH: &str = "/v1/projects/test-project/locations/us-east5/publishers/anthropic/models/claude-3-5-sonnet@20240620";
 
 fn inputs() -> Value {
-    json!({"language": "Python", "file_name": "add.py",
+    json!({"language": "Python", "file_name": "add.py", "prefix": "def add(a, b):\n", "suffix": "",
            "user_instruction": "Write a function that adds two numbers."})
 }
 
