@@ -693,7 +693,7 @@ async fn v2_generations_with_prompt_id_run_the_registry_prompt() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["model"]["engine"], "agent");
-    assert_eq!(body["model"]["name"], "Code generations (base)");
+    assert_eq!(body["model"]["name"], "Claude 3 Code Generations Agent");
     assert_eq!(body["model"]["lang"], "python");
     assert_eq!(body["model"]["tokens_consumption_metadata"], Value::Null);
     assert_eq!(body["experiments"], json!([]));
@@ -714,15 +714,14 @@ async fn v2_generations_with_prompt_id_run_the_registry_prompt() {
         .as_str()
         .unwrap()
         .contains("writing python in the file main.py"));
-    let user = messages[1]["content"].as_str().unwrap();
+    // As the original's: the existing code in the system prompt, the user message is the
+    // instruction (`user_instruction`).
+    let system = messages[0]["content"].as_str().unwrap();
     assert!(
-        user.contains("# sum two numbers\ndef add(<cursor>\nprint(add(1, 2))"),
-        "{user}"
+        system.contains("# sum two numbers\ndef add(<cursor>\nprint(add(1, 2))"),
+        "{system}"
     );
-    assert!(
-        user.contains("<instruction>\nwrite an add function\n</instruction>"),
-        "{user}"
-    );
+    assert_eq!(messages[1]["content"], "write an add function");
     assert_eq!(
         messages[2],
         json!({"role": "assistant", "content": "<new_code>"})
@@ -759,7 +758,7 @@ async fn v2_generations_with_prompt_id_run_the_registry_prompt() {
     .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["model"]["name"], "Code generations (claude_3)");
+    assert_eq!(body["model"]["name"], "Claude 3 Code Generations Agent");
 }
 
 #[tokio::test]

@@ -97,7 +97,9 @@ async fn streamed_prompts_are_raw_text() {
     let res = post(
         &gw,
         "/v1/prompts/chat/explain_code",
-        json!({"inputs": {"file_content": "fn a() {}", "selected_text": "a", "input": "why?"}, "stream": true}),
+        json!({"inputs": {"file_content": "<file>\nfn a() {}\n</file>", "selected_text": "a",
+                          "input": "why?", "language_info": "The code is written in Rust."},
+               "stream": true}),
     )
     .await;
     assert_eq!(res.status(), 200);
@@ -109,8 +111,11 @@ async fn streamed_prompts_are_raw_text() {
     let echo: Value = serde_json::from_str(text.strip_prefix("echo: ").unwrap()).unwrap();
     assert_eq!(echo["stream"], true);
     let user = echo["messages"][1]["content"].as_str().unwrap();
-    assert!(user.contains("<file>\nfn a() {}\n</file>"), "{user}");
+    // `file_content` is a block the client formats; it is passed through as it is.
+    assert!(user.starts_with("<file>\nfn a() {}\n</file>\n"), "{user}");
     assert!(user.contains("why?"));
+    let system = echo["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("The code is written in Rust."), "{system}");
 }
 
 #[tokio::test]
@@ -561,4 +566,107 @@ async fn the_remaining_prompts_of_the_original_resolve_render_and_need_their_uni
     )
     .await;
     assert_eq!(status, 404);
+}
+
+/// The Duo Chat prompts take the inputs by the original's names (GitLab sends these), and, as
+/// there, an input used only in an included template may be left out: it renders empty.
+#[tokio::test]
+async fn the_chat_prompts_take_the_originals_inputs() {
+    let gw = dev(&[]);
+    let all_of = |answer: &Value| -> String {
+        echoed_messages(answer.as_str().unwrap())
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}: {}",
+                    m["role"].as_str().unwrap_or_default(),
+                    m["content"].as_str().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let cases: [(&str, Value, &[&str]); 9] = [
+        (
+            "chat/troubleshoot_job",
+            json!({"selected_text": "ERROR: rspec failed", "language_info": "The job runs Ruby."}),
+            &["ERROR: rspec failed", "The job runs Ruby."],
+        ),
+        (
+            "chat/summarize_comments",
+            json!({"notes_content": "<comment>ship it</comment>"}),
+            &["<comment>ship it</comment>"],
+        ),
+        (
+            "chat/explain_vulnerability",
+            json!({"title": "SQL injection", "identifiers": "CWE-89", "vulnerability_info": "in db.rb",
+                   "language_info": "The code is Ruby."}),
+            &["SQL injection", "CWE-89", "in db.rb", "The code is Ruby."],
+        ),
+        (
+            "chat/fix_code",
+            json!({"file_content": "", "selected_text": "x = 1", "input": "fix it",
+                   "file_content_reuse": "Reuse the file.", "language_info": "",
+                   "libraries": ["rails (7.1)", "rspec (3.13)"]}),
+            &[
+                "x = 1",
+                "fix it",
+                "Reuse the file.",
+                "rails (7.1)\nrspec (3.13)",
+            ],
+        ),
+        (
+            "chat/write_tests",
+            json!({"file_content": "", "selected_text": "def a; end", "input": "test it"}),
+            &["def a; end", "test it"],
+        ),
+        (
+            "chat/issue_reader",
+            json!({"input": "Summarize #12", "suggestions": "Let me look."}),
+            &[
+                "user: Question: Summarize #12",
+                "assistant: Let me look.\n```json\n  {\n    \"ResourceIdentifierType\": \"",
+            ],
+        ),
+        (
+            "chat/merge_request_reader",
+            json!({"input": "What does !7 change?", "suggestions": ""}),
+            &["user: Question: What does !7 change?"],
+        ),
+        // Nothing but the question: the original renders the rest empty (no 422).
+        (
+            "chat/explain_code",
+            json!({"input": "what is this?"}),
+            &["what is this?"],
+        ),
+        (
+            "chat/build_reader",
+            json!({"input": "why did it fail?"}),
+            &["Question: why did it fail?"],
+        ),
+    ];
+    for (id, inputs, needles) in cases {
+        let res = post(
+            &gw,
+            &format!("/v1/prompts/{id}"),
+            json!({ "inputs": inputs }),
+        )
+        .await;
+        assert_eq!(res.status(), 200, "{id}");
+        let answer: Value = res.json().await.unwrap();
+        let all = all_of(&answer);
+        for needle in needles {
+            assert!(all.contains(needle), "{id}: {needle:?} not in {all}");
+        }
+    }
+
+    // The commit reader asks for `duo_chat`, as the original's does.
+    let res = post_as(
+        &gw,
+        &token(&["duo_chat"]),
+        "/v1/prompts/chat/commit_reader",
+        json!({"inputs": {"input": "who wrote 1a2b3c?"}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
 }

@@ -316,20 +316,25 @@ mod tests {
     }
 
     #[test]
-    fn required_inputs_include_included_templates() {
+    fn required_inputs_are_the_role_templates_own() {
+        // LangChain's `input_variables`: what the role templates use themselves; a variable used
+        // only in an included template is not required and renders empty when absent.
         let r = registry(&[]);
         let e = r.resolve("test", "^1.0.0", None).unwrap();
         assert_eq!(
             e.required.iter().cloned().collect::<Vec<_>>(),
-            vec!["age".to_string(), "name".into()]
+            vec!["name".to_string()]
         );
-        let err = r
+        let msgs = r
             .render(&e, json!({"name": "N"}).as_object().unwrap())
+            .unwrap();
+        assert_eq!(msgs[1].content, "v1.1.0 N and ");
+        let err = r
+            .render(&e, json!({"age": 3}).as_object().unwrap())
             .unwrap_err();
         assert!(
-            err.message().contains(
-                "missing variables {'age'}.  Expected: ['age', 'name'] Received: ['name']"
-            ),
+            err.message()
+                .contains("missing variables {'name'}.  Expected: ['name'] Received: ['age']"),
             "{err:?}"
         );
     }
@@ -348,34 +353,78 @@ mod tests {
         assert!(e.problem.contains("nope.jinja"));
     }
 
+    /// The inputs each shipped prompt requires, as LangChain computes them for the original's
+    /// definitions (the variables its role templates use themselves, not their includes).
+    const SHIPPED_REQUIRED: &[(&str, &[&str])] = &[
+        ("categorize_question/base", &["previous_answer", "question"]),
+        ("chat/build_reader/base", &[]),
+        ("chat/commit_reader/base", &[]),
+        ("chat/epic_reader/base", &[]),
+        ("chat/explain_code/base", &[]),
+        ("chat/explain_vulnerability/base", &[]),
+        ("chat/fix_code/base", &[]),
+        ("chat/issue_reader/base", &[]),
+        ("chat/merge_request_reader/base", &[]),
+        ("chat/refactor_code/base", &[]),
+        ("chat/summarize_comments/base", &[]),
+        ("chat/troubleshoot_job/base", &[]),
+        ("chat/write_tests/base", &[]),
+        ("code_suggestions/generations/base", &["user_instruction"]),
+        ("code_suggestions/generations/claude_3", &[]),
+        ("code_suggestions/generations/vertex", &["user_instruction"]),
+        ("generate_commit_message/base", &["diff"]),
+        ("generate_description/base", &["content", "template"]),
+        (
+            "resolve_vulnerability/base",
+            &[
+                "filename",
+                "identifiers",
+                "name",
+                "source_code",
+                "vulnerability_description",
+                "vulnerable_code",
+            ],
+        ),
+        ("summarize_new_merge_request/base", &["extracted_diff"]),
+        ("summarize_review/base", &["draft_notes_content"]),
+    ];
+
     #[test]
     fn the_shipped_definitions_load_and_render() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts");
         let r = PromptRegistry::load(&dir, BTreeMap::new()).unwrap();
+        for (key, required) in SHIPPED_REQUIRED {
+            let entry = r.entries.get(*key).and_then(|v| v.values().last()).unwrap();
+            let got: Vec<&str> = entry.required.iter().map(String::as_str).collect();
+            assert_eq!(&got, required, "{key}");
+        }
+        // Every input any shipped prompt reads, the way clients send them.
+        let all = json!({
+            "tools": [{"name": "issue_reader", "description": "reads issues",
+                       "example": "Action: issue_reader", "resource": "issues"}],
+            "message": {"role": "user", "content": "hi", "context": null, "current_file": null,
+                        "additional_context": null, "resource_content": null},
+            "agent_scratchpad": [],
+            "unavailable_resources": ["Pipelines"],
+            "libraries": ["serde (1.0)"],
+        });
         for key in r.keys() {
             let versions = r.entries.get(&key).unwrap();
             for entry in versions.values() {
-                let inputs: serde_json::Map<String, serde_json::Value> = entry
+                // Only what the prompt requires: the rest renders empty, as in the original.
+                let mut inputs: serde_json::Map<String, serde_json::Value> = entry
                     .required
                     .iter()
-                    .map(|v| {
-                        let value = match v.as_str() {
-                            "tools" => {
-                                json!([{"name": "issue_reader", "description": "reads issues",
-                                "example": "Action: issue_reader", "resource": "issues"}])
-                            }
-                            "message" => json!({"role": "user", "content": "hi", "context": null,
-                                "current_file": null, "additional_context": null,
-                                "resource_content": null}),
-                            "agent_scratchpad" => json!([]),
-                            "unavailable_resources" => json!(["Pipelines"]),
-                            _ => json!("x"),
-                        };
-                        (v.clone(), value)
-                    })
+                    .map(|v| (v.clone(), json!("x")))
                     .collect();
+                if key.starts_with("chat/react/") {
+                    inputs.extend(all.as_object().unwrap().clone());
+                }
                 let messages = r.render(entry, &inputs);
                 assert!(messages.is_ok(), "{key} {}: {messages:?}", entry.version);
+                // And with every input given.
+                inputs.extend(all.as_object().unwrap().clone());
+                assert!(r.render(entry, &inputs).is_ok(), "{key}");
             }
         }
         for id in [

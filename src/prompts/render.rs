@@ -4,11 +4,16 @@
 //! * **Sandboxed**: templates see only the request's inputs; includes resolve only to templates
 //!   loaded from the definitions directory at startup (no file system access at render time);
 //!   execution is bounded by fuel and a recursion limit, so no input can make a render spin.
-//! * **Strict**: an undefined variable is an error, never an empty string. Before rendering, the
-//!   variables a prompt needs (those its templates and their includes use without defining) are
-//!   compared with the inputs, and a missing one is answered like LangChain's `KeyError`
-//!   (`"Input to ChatPromptTemplate is missing variables {'age'}.  Expected: [...] Received:
-//!   [...]..."`), which the original's endpoint returns as a 422.
+//! * **Undefined as Jinja2 has it**: before rendering, the variables a prompt needs are compared
+//!   with the inputs, and a missing one is answered like LangChain's `KeyError` (`"Input to
+//!   ChatPromptTemplate is missing variables {'age'}.  Expected: [...] Received: [...]..."`),
+//!   which the original's endpoint returns as a 422. As in LangChain, the variables a prompt needs
+//!   are those its role templates use themselves: what an included template uses is not checked
+//!   (LangChain reads `meta.find_undeclared_variables` of the role template, which does not
+//!   follow includes), and such a variable left out by the client renders as Jinja2's
+//!   `Undefined` does: empty when printed, falsy, an empty loop; only an attribute of it is an
+//!   error. Clients rely on this: the original's chat prompts keep their inputs in included
+//!   templates, and GitLab sends only some of them.
 //! * **Python-looking output**: Jinja2 prints Python objects, so a list renders as `['a', 'b']`,
 //!   `None` as `None` and booleans as `True`/`False`; the formatter here does the same, which
 //!   matters for prompts that print lists (the chat prompt's `unavailable_resources`).
@@ -115,12 +120,8 @@ fn py_repr(value: &Value, out: &mut String) {
 fn py_format(out: &mut Output, _state: &State, value: &Value) -> Result<(), Error> {
     let text = match value.kind() {
         ValueKind::String | ValueKind::Number => value.to_string(),
-        ValueKind::Undefined => {
-            return Err(Error::new(
-                ErrorKind::UndefinedError,
-                "undefined value printed",
-            ))
-        }
+        // Jinja2's `Undefined` prints as nothing.
+        ValueKind::Undefined => String::new(),
         _ => {
             let mut s = String::new();
             py_repr(value, &mut s);
@@ -136,7 +137,7 @@ pub fn environment(
     templates: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Environment<'static>, (String, String)> {
     let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_keep_trailing_newline(false);
     env.set_fuel(Some(FUEL));
@@ -171,22 +172,12 @@ fn literal_includes(source: &str) -> Vec<String> {
     names
 }
 
-/// The variables the template `name` (and what it includes) uses without defining.
+/// The variables the template `name` itself uses without defining: LangChain's
+/// `input_variables` of a Jinja2 role template, which do not follow includes.
 pub fn required_variables(env: &Environment<'static>, name: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut vars = BTreeSet::new();
-    let mut queue = vec![name.to_string()];
-    while let Some(current) = queue.pop() {
-        if !seen.insert(current.clone()) {
-            continue;
-        }
-        let Ok(template) = env.get_template(&current) else {
-            continue;
-        };
-        vars.extend(template.undeclared_variables(false));
-        queue.extend(literal_includes(template.source()));
-    }
-    vars
+    env.get_template(name)
+        .map(|t| t.undeclared_variables(false).into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// LangChain's missing-variables `KeyError`, as `str()` of it reads (a Python repr).
@@ -303,16 +294,26 @@ mod tests {
     }
 
     #[test]
-    fn undefined_is_an_error_not_an_empty_string() {
-        let e = env(&[("t", "Hi {{ user.name }}")]);
-        let err = render(&e, "t", &inputs(json!({"user": {}}))).unwrap_err();
+    fn undefined_renders_as_jinja2_undefined() {
+        let e = env(&[
+            (
+                "t",
+                "Hi {{ name }}!{% if libs %}L{% endif %}{% for x in xs %}{{ x }}{% endfor %}",
+            ),
+            ("a", "Hi {{ user.name }}"),
+        ]);
+        assert_eq!(render(&e, "t", &inputs(json!({}))).unwrap(), "Hi !");
+        // An attribute of an undefined value is an error in Jinja2 too.
+        let err = render(&e, "a", &inputs(json!({}))).unwrap_err();
         assert!(matches!(err, RenderError::Template(_)), "{err:?}");
-        let err = render(&e, "t", &inputs(json!({}))).unwrap_err();
-        assert!(matches!(err, RenderError::Template(_)));
+        assert_eq!(
+            render(&e, "a", &inputs(json!({"user": {}}))).unwrap(),
+            "Hi "
+        );
     }
 
     #[test]
-    fn required_variables_follow_includes() {
+    fn required_variables_are_the_templates_own_not_its_includes() {
         let e = env(&[
             (
                 "p",
@@ -323,7 +324,11 @@ mod tests {
         let vars = required_variables(&e, "p");
         assert_eq!(
             vars.into_iter().collect::<Vec<_>>(),
-            vec!["a".to_string(), "b".into(), "xs".into()]
+            vec!["a".to_string(), "xs".into()]
+        );
+        assert_eq!(
+            render(&e, "p", &inputs(json!({"a": 1, "xs": [2]}))).unwrap(),
+            "1 1 2"
         );
     }
 
