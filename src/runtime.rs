@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! RootSupervisor (one-for-one, restart budget → process exits non-zero)
-//! ├── RequestSupervisor ── RequestActor × calls in flight
+//! ├── RequestSupervisor ── RequestShard × HTTP workers ── RequestActor × calls in flight
 //! ├── Ticker (metrics upkeep)
 //! └── JwksActor × OIDC issuers (kind `jwks`: GitLab, CustomersDot)
 //! ```

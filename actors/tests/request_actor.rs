@@ -283,3 +283,50 @@ async fn killed_calls_are_visible_and_new_calls_wait_for_a_restarted_supervisor(
     assert_eq!(collect(rx).await, ["item 1", "done"]);
     let _ = restarter.await;
 }
+
+#[tokio::test]
+async fn calls_from_one_thread_share_one_shard_under_the_supervisor() {
+    let (publish, current) = watch::channel(None);
+    let (sup, _) = Actor::spawn(None, RequestSupervisor, RequestSupervisorArgs { publish })
+        .await
+        .expect("supervisor starts");
+    let spawner = RequestSpawner::new(current, Duration::from_secs(1));
+    let probes: Vec<Probe> = (0..3).map(|_| Probe::new()).collect();
+    let mut receivers = Vec::new();
+    for probe in &probes {
+        let rx = spawner
+            .start(|| probe.endless(Duration::from_millis(5)), 2, deadlines())
+            .await
+            .expect("starts");
+        receivers.push(rx);
+    }
+    let shards = sup.get_cell().get_children();
+    assert_eq!(shards.len(), 1, "one shard for this thread");
+    assert_eq!(
+        shards[0].get_children().len(),
+        3,
+        "the three calls are its children"
+    );
+    assert_eq!(spawner.in_flight().await.len(), 3);
+    // Killing the supervisor ends the calls through their shard.
+    sup.kill();
+    for rx in receivers {
+        let events = collect(rx).await;
+        assert!(
+            !events.iter().any(|e| e == "done"),
+            "killed, not complete: {events:?}"
+        );
+    }
+    for probe in &probes {
+        for _ in 0..200 {
+            if probe.dropped.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            probe.dropped.load(Ordering::SeqCst),
+            "the upstream call is dropped"
+        );
+    }
+}
