@@ -2,7 +2,14 @@
 //!
 //! Every provider holds an [`Upstream`]: a `reqwest` client with its own keep-alive pool,
 //! TCP_NODELAY (a streamed frame must not wait for Nagle), a connect timeout, and the retry
-//! policy. Deadlines on the answer (idle between chunks, total) are not set here: the request
+//! policy.
+//!
+//! The client is built once **per thread**. Each HTTP worker runs its own single-threaded
+//! runtime, and hyper drives a pooled connection from a task on the runtime that opened it; with
+//! one pool shared by all workers, a worker that checks out a connection opened by another
+//! worker sends the request to, and gets the answer back from, the other thread: two cross-thread
+//! wake-ups per call. With a pool per thread, a call's connection is always served on the
+//! thread that made the call. Deadlines on the answer (idle between chunks, total) are not set here: the request
 //! actor that polls the provider's stream enforces them, for every provider alike.
 //!
 //! Retries happen only **before the first byte** of an answer reaches the gateway, and only for
@@ -15,10 +22,12 @@
 //! Error messages carry the upstream's status and the start of its body, with every credential
 //! this upstream knows replaced, so an upstream that echoes the request never leaks a key to logs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Response, StatusCode};
+use thread_local::ThreadLocal;
 
 use super::{ModelError, ModelErrorKind};
 use crate::config::Models;
@@ -60,7 +69,10 @@ impl RetryPolicy {
 pub struct Upstream {
     /// Name for logs and errors (`anthropic`, `vertex-ai`, ...).
     pub name: &'static str,
+    /// The client of the thread that built the upstream, and the settings for the others.
     client: reqwest::Client,
+    settings: ClientSettings,
+    per_thread: Arc<ThreadLocal<reqwest::Client>>,
     retry: RetryPolicy,
     secrets: Vec<String>,
 }
@@ -68,17 +80,19 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `name` with the `AIGW_MODELS__*` connection settings.
     pub fn new(name: &'static str, models: &Models) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs_f64(models.connect_timeout_s))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(models.pool_max_idle_per_host)
-            .user_agent(concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))
+        let settings = ClientSettings {
+            connect_timeout: Duration::from_secs_f64(models.connect_timeout_s),
+            pool_max_idle_per_host: models.pool_max_idle_per_host,
+        };
+        // Built here so that a client that cannot be built fails startup, not a request.
+        let client = settings
             .build()
             .map_err(|e| format!("{name} HTTP client: {e}"))?;
         Ok(Self {
             name,
             client,
+            settings,
+            per_thread: Arc::new(ThreadLocal::new()),
             retry: RetryPolicy::from_settings(models),
             secrets: Vec::new(),
         })
@@ -92,9 +106,13 @@ impl Upstream {
         self
     }
 
-    /// The pooled client.
+    /// This thread's pooled client.
     pub fn client(&self) -> &reqwest::Client {
-        &self.client
+        self.per_thread
+            .get_or_try(|| self.settings.build())
+            // The same settings built a client at startup; should another build fail, the
+            // startup client still works (its pool is shared across threads).
+            .unwrap_or(&self.client)
     }
 
     /// Send the request `build` makes, retrying retryable failures before the first byte.
@@ -114,7 +132,7 @@ impl Upstream {
     ) -> Result<Response, ModelError> {
         let mut retry = 0u32;
         loop {
-            let outcome = build(&self.client).send().await;
+            let outcome = build(self.client()).send().await;
             let (error, wait) = match outcome {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
@@ -184,6 +202,25 @@ impl Upstream {
             }
         }
         out
+    }
+}
+
+/// How every thread's client of an upstream is built.
+#[derive(Debug, Clone)]
+struct ClientSettings {
+    connect_timeout: Duration,
+    pool_max_idle_per_host: usize,
+}
+
+impl ClientSettings {
+    fn build(&self) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .user_agent(concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
     }
 }
 
