@@ -45,7 +45,8 @@ fn peer_gone(fd: RawFd) -> bool {
     n > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// `events`, ending early (and dropping `events`) when the client of `req` goes away.
+/// `events`, ending early (and dropping `events`) when the client of `req` goes away: checked
+/// after every [`CHECK_EVERY`] without an event.
 pub fn until_disconnect<S>(req: &HttpRequest, events: S) -> impl Stream<Item = S::Item>
 where
     S: Stream + Unpin + 'static,
@@ -63,7 +64,12 @@ where
             };
             loop {
                 tokio::select! {
-                    item = events.next() => return item.map(|i| (i, (events, check, Some(fd)))),
+                    item = events.next() => {
+                        // Only a quiet stream needs checking (a write to a gone client fails by
+                        // itself), so a busy stream never wakes for the check.
+                        check.reset();
+                        return item.map(|i| (i, (events, check, Some(fd))));
+                    }
                     _ = check.tick() => {
                         if peer_gone(fd) {
                             tracing::info!(target: "api.streaming", "client went away; cancelling the model call");
