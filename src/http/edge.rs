@@ -13,6 +13,7 @@
 //! * `http_request_duration_seconds{handler,method,status}` is observed when the response
 //!   starts (streaming time excluded, as the original), for matched routes only.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -243,11 +244,18 @@ pub async fn edge(
     // Metrics: matched routes only, health checks excluded, as the original.
     if let Some(pattern) = res.request().match_pattern() {
         if !SKIP_PATHS.contains(&pattern.as_str()) {
-            metrics::histogram!(
+            let handler = if pattern.contains(':') {
+                Cow::Owned(handler_label(&pattern))
+            } else {
+                Cow::Borrowed(pattern.as_str())
+            };
+            crate::telemetry::histogram(
                 "http_request_duration_seconds",
-                "handler" => handler_label(&pattern),
-                "method" => method.to_string(),
-                "status" => status_class(status),
+                &[
+                    ("handler", &handler),
+                    ("method", method.as_str()),
+                    ("status", status_class(status)),
+                ],
             )
             .record(response_start);
         }
