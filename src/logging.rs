@@ -141,9 +141,21 @@ fn standard_slot(key: &str) -> Option<usize> {
     STANDARD_KEYS.iter().position(|k| *k == key)
 }
 
-/// Append `s` as a JSON string (serde_json's escaping).
+/// Append `s` as a JSON string (serde_json's escaping: one table-driven pass, which a
+/// "needs escaping?" pre-scan only makes slower).
 fn push_json_str(buf: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// Append `v` as serde_json serialises it.
+fn push_json_value(buf: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => push_json_str(buf, s),
+        Value::Null => buf.extend_from_slice(b"null"),
+        other => {
+            let _ = serde_json::to_writer(&mut *buf, other);
+        }
+    }
 }
 
 /// Serialise a record as one compact JSON object, byte for byte what serialising the map
@@ -171,9 +183,7 @@ where
         push_json_str(buf, key);
         buf.push(b':');
         match overrides.get(i).copied().flatten() {
-            Some(v) => {
-                let _ = serde_json::to_writer(&mut *buf, v);
-            }
+            Some(v) => push_json_value(buf, v),
             None => push_json_str(buf, default),
         }
     }
@@ -184,7 +194,7 @@ where
         buf.push(b',');
         push_json_str(buf, k);
         buf.push(b':');
-        let _ = serde_json::to_writer(&mut *buf, v);
+        push_json_value(buf, v);
     }
     buf.push(b'}');
 }
@@ -271,9 +281,9 @@ where
         id: &tracing::span::Id,
         ctx: Context<'_, S>,
     ) {
-        let mut visitor = FieldsVisitor::default();
+        let mut visitor = CorrelationIdVisitor(None);
         attrs.record(&mut visitor);
-        if let Some(Value::String(cid)) = visitor.fields.remove("correlation_id") {
+        if let Some(cid) = visitor.0 {
             if let Some(span) = ctx.span(id) {
                 span.extensions_mut().insert(CorrelationId(cid));
             }
@@ -305,6 +315,43 @@ where
             &message,
             fields.iter().map(|(k, v)| (k.as_str(), v)),
         );
+    }
+}
+
+/// Picks a span's `correlation_id` (as the fields visitor would render it), ignoring the rest.
+struct CorrelationIdVisitor(Option<String>);
+
+impl Visit for CorrelationIdVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "correlation_id" {
+            self.0 = Some(value.to_string());
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "correlation_id" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+    // Numbers and booleans are not strings: not a correlation id, as before.
+    fn record_bool(&mut self, field: &Field, _: bool) {
+        self.not_a_string(field);
+    }
+    fn record_i64(&mut self, field: &Field, _: i64) {
+        self.not_a_string(field);
+    }
+    fn record_u64(&mut self, field: &Field, _: u64) {
+        self.not_a_string(field);
+    }
+    fn record_f64(&mut self, field: &Field, _: f64) {
+        self.not_a_string(field);
+    }
+}
+
+impl CorrelationIdVisitor {
+    fn not_a_string(&mut self, field: &Field) {
+        if field.name() == "correlation_id" {
+            self.0 = None;
+        }
     }
 }
 
@@ -392,6 +439,25 @@ mod tests {
         fields.set("message", json!(7));
         assert_eq!(direct(standard, &fields), via_map(standard, &fields));
         assert!(direct(standard, &fields).starts_with("{\"message\":7,\"level\""));
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        let mut all = String::new();
+        for c in (0u32..0x100)
+            .chain([0x2028, 0x1F600])
+            .filter_map(char::from_u32)
+        {
+            all.push(c);
+        }
+        for s in ["", "plain", "a\"b", "back\\slash", "\u{7f}é", all.as_str()] {
+            let mut buf = Vec::new();
+            push_json_str(&mut buf, s);
+            assert_eq!(
+                String::from_utf8(buf).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
     }
 
     #[test]
