@@ -9,7 +9,7 @@
 //! Ordinary `tracing` events go through [`RecordLayer`]; the access log, whose fields vary per
 //! request, is written with [`write_record`]. Both share one non-blocking writer, so a slow
 //! stdout or disk never stalls a worker thread; the writer does not drop lines (it blocks only
-//! when 128k lines are already queued).
+//! when 128k lines are already queued) and batches what is queued into one write.
 
 use std::io::Write as _;
 use std::sync::OnceLock;
@@ -52,7 +52,9 @@ pub fn init(settings: &Settings) -> std::io::Result<LogGuard> {
         .lossy(false)
         .buffered_lines_limit(128 * 1024)
         .thread_name("log-writer")
-        .finish(target);
+        // The writer thread writes every queued line, then flushes when the queue is empty (and
+        // when it shuts down): under load one write(2) carries many lines instead of one each.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, target));
     let json = settings.logging.format_json;
     if SINK.set(Sink { json, writer }).is_err() {
         // Already initialised (tests start several gateways in one process): keep the first.
