@@ -29,7 +29,12 @@ fn log(level: &str, message: &str, fields: Value) {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    logging::write_record(level, "main", message, fields);
+    logging::write_record(
+        level,
+        "main",
+        message,
+        fields.iter().map(|(k, v)| (k.as_str(), v)),
+    );
 }
 
 /// Serve until SIGTERM/SIGINT (exit 0 after draining) or until the actor tree gives up

@@ -82,10 +82,9 @@ impl InferenceGuard {
     pub fn new(meta: &ModelMetadata, feature_category: &'static str, streaming: bool) -> Self {
         let engine = meta.engine.clone();
         let name = telemetry::model_label(&meta.name).to_string();
-        metrics::gauge!(
+        telemetry::gauge(
             "model_inferences_in_flight",
-            "model_engine" => engine.clone(),
-            "model_name" => name.clone(),
+            &[("model_engine", &engine), ("model_name", &name)],
         )
         .increment(1.0);
         Self {
@@ -110,10 +109,9 @@ impl InferenceGuard {
     }
 
     fn first_chunk(&self) {
-        metrics::histogram!(
+        telemetry::histogram(
             "model_time_to_first_chunk_seconds",
-            "model_engine" => self.engine.clone(),
-            "model_name" => self.name.clone(),
+            &[("model_engine", &self.engine), ("model_name", &self.name)],
         )
         .record(self.started.elapsed().as_secs_f64());
     }
@@ -142,36 +140,34 @@ impl InferenceGuard {
             quota.finish();
         }
         let labels = [
-            ("model_engine", self.engine.clone()),
-            ("model_name", self.name.clone()),
-            ("error", if self.failed { "yes" } else { "no" }.to_string()),
-            (
-                "streaming",
-                if self.streaming { "yes" } else { "no" }.to_string(),
-            ),
-            ("feature_category", self.feature_category.to_string()),
+            ("model_engine", self.engine.as_str()),
+            ("model_name", self.name.as_str()),
+            ("error", if self.failed { "yes" } else { "no" }),
+            ("streaming", if self.streaming { "yes" } else { "no" }),
+            ("feature_category", self.feature_category),
         ];
-        metrics::counter!("model_inferences_total", &labels).increment(1);
+        telemetry::counter("model_inferences_total", &labels).increment(1);
         if let Some(usage) = self.usage {
             for (direction, n) in [
                 ("input", usage.input_tokens),
                 ("output", usage.output_tokens),
             ] {
-                metrics::counter!(
+                telemetry::counter(
                     "model_tokens_total",
-                    "model_engine" => self.engine.clone(),
-                    "model_name" => self.name.clone(),
-                    "direction" => direction,
+                    &[
+                        ("model_engine", &self.engine),
+                        ("model_name", &self.name),
+                        ("direction", direction),
+                    ],
                 )
                 .increment(n);
             }
         }
-        metrics::histogram!("inference_request_duration_seconds", &labels)
+        telemetry::histogram("inference_request_duration_seconds", &labels)
             .record(self.started.elapsed().as_secs_f64());
-        metrics::gauge!(
+        telemetry::gauge(
             "model_inferences_in_flight",
-            "model_engine" => self.engine.clone(),
-            "model_name" => self.name.clone(),
+            &[("model_engine", &self.engine), ("model_name", &self.name)],
         )
         .decrement(1.0);
     }

@@ -287,6 +287,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cached_handles_record_into_the_labelled_series() {
+        let handle = install().unwrap();
+        for _ in 0..3 {
+            counter("test_cached_total", &[("a", "x"), ("b", "y")]).increment(2);
+        }
+        // Same concatenation, different labels: a different series.
+        counter("test_cached_total", &[("a", "xb"), ("b", "")]).increment(1);
+        gauge("test_cached_gauge", &[("a", "x")]).increment(2.0);
+        gauge("test_cached_gauge", &[("a", "x")]).decrement(1.0);
+        histogram("test_cached_seconds", &[]).record(0.5);
+        histogram("test_cached_seconds", &[]).record(0.5);
+        // From another thread (another cache), the same series.
+        std::thread::spawn(|| counter("test_cached_total", &[("a", "x"), ("b", "y")]).increment(1))
+            .join()
+            .unwrap();
+        let out = render(&handle);
+        assert!(
+            out.contains("test_cached_total{a=\"x\",b=\"y\"} 7\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("test_cached_total{a=\"xb\",b=\"\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("test_cached_gauge{a=\"x\"} 1\n"), "{out}");
+        assert!(out.contains("test_cached_seconds_count 2\n"), "{out}");
+    }
+
+    #[test]
     fn process_metrics_are_read_from_proc() {
         let text = process_metrics();
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
@@ -300,4 +329,102 @@ mod tests {
         assert_eq!(model_label("code-gecko@002"), "code-gecko@002");
         assert_eq!(model_label("my-typo-model"), "other");
     }
+}
+
+/// Labelled metric handles, cached per thread by name and label values, so that recording a
+/// metric in the steady state is a hash lookup and an atomic add instead of a registration in the
+/// recorder (building an owned key, hashing it, and a locked map lookup each time). Label sets are
+/// bounded where the labels are computed, so the caches are too. Handles are only cached once the
+/// Prometheus recorder is installed: a handle taken before would stay a no-op.
+mod handles {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::thread::LocalKey;
+
+    use metrics::{Counter, Gauge, Histogram, Label};
+
+    pub(super) struct Cache<H> {
+        key: Vec<u8>,
+        map: HashMap<Vec<u8>, H>,
+    }
+
+    impl<H> Default for Cache<H> {
+        fn default() -> Self {
+            Self {
+                key: Vec::with_capacity(256),
+                map: HashMap::new(),
+            }
+        }
+    }
+
+    thread_local! {
+        pub(super) static COUNTERS: RefCell<Cache<Counter>> = RefCell::default();
+        pub(super) static GAUGES: RefCell<Cache<Gauge>> = RefCell::default();
+        pub(super) static HISTOGRAMS: RefCell<Cache<Histogram>> = RefCell::default();
+    }
+
+    /// Length-prefixed, so that no two (name, labels) give the same key.
+    fn push_part(key: &mut Vec<u8>, part: &str) {
+        key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+
+    pub(super) fn cached<H: Clone>(
+        cache: &'static LocalKey<RefCell<Cache<H>>>,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        register: fn(&'static str, Vec<Label>) -> H,
+    ) -> H {
+        let make = || {
+            let labels = labels
+                .iter()
+                .map(|(k, v)| Label::new(*k, v.to_string()))
+                .collect();
+            register(name, labels)
+        };
+        if super::HANDLE.get().is_none() {
+            return make();
+        }
+        cache
+            .try_with(|cache| {
+                let Ok(mut cache) = cache.try_borrow_mut() else {
+                    return make();
+                };
+                let Cache { key, map } = &mut *cache;
+                key.clear();
+                push_part(key, name);
+                for (k, v) in labels {
+                    push_part(key, k);
+                    push_part(key, v);
+                }
+                if let Some(handle) = map.get(key.as_slice()) {
+                    return handle.clone();
+                }
+                let handle = make();
+                map.insert(key.clone(), handle.clone());
+                handle
+            })
+            .unwrap_or_else(|_| make())
+    }
+}
+
+/// The counter `name{labels}` (see [`handles`]).
+pub fn counter(name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Counter {
+    handles::cached(&handles::COUNTERS, name, labels, |name, labels| {
+        metrics::counter!(name, labels)
+    })
+}
+
+/// The gauge `name{labels}` (see [`handles`]).
+pub fn gauge(name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Gauge {
+    handles::cached(&handles::GAUGES, name, labels, |name, labels| {
+        metrics::gauge!(name, labels)
+    })
+}
+
+/// The histogram `name{labels}` (see [`handles`]).
+pub fn histogram(name: &'static str, labels: &[(&'static str, &str)]) -> metrics::Histogram {
+    handles::cached(&handles::HISTOGRAMS, name, labels, |name, labels| {
+        metrics::histogram!(name, labels)
+    })
 }

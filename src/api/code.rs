@@ -292,27 +292,27 @@ fn record_language(file_name: &str, editor: Option<&str>, language: Option<Langu
         .and_then(Language::from_editor_language)
         .map(|_| editor.unwrap_or(""))
         .unwrap_or("other");
-    metrics::counter!(
+    telemetry::counter(
         "code_suggestions_prompt_language_total",
-        "lang" => language.map(|l| l.lang_label()).unwrap_or(""),
-        "extension" => ext.to_string(),
-        "editor_lang" => editor.to_string(),
+        &[
+            ("lang", language.map(|l| l.lang_label()).unwrap_or("")),
+            ("extension", ext),
+            ("editor_lang", editor),
+        ],
     )
     .increment(1);
 }
 
 fn record_prompt_size(engine: &str, name: &str, component: &'static str, text: &str) {
-    let name = telemetry::model_label(name).to_string();
-    metrics::histogram!(
-        "code_suggestions_inference_prompt_size_bytes",
-        "model_engine" => engine.to_string(), "model_name" => name.clone(), "component" => component,
-    )
-    .record(text.chars().count() as f64);
-    metrics::histogram!(
-        "code_suggestions_inference_prompt_size_tokens",
-        "model_engine" => engine.to_string(), "model_name" => name, "component" => component,
-    )
-    .record(tokens::count(text) as f64);
+    let labels = [
+        ("model_engine", engine),
+        ("model_name", telemetry::model_label(name)),
+        ("component", component),
+    ];
+    telemetry::histogram("code_suggestions_inference_prompt_size_bytes", &labels)
+        .record(text.chars().count() as f64);
+    telemetry::histogram("code_suggestions_inference_prompt_size_tokens", &labels)
+        .record(tokens::count(text) as f64);
 }
 
 /// Request telemetry only feeds counters (labels bounded: unknown values fold into `other`).
@@ -357,17 +357,17 @@ fn record_telemetry(request: &CodeSuggestionsRequest, engine: &str, name: &str) 
             .collect::<Vec<_>>()
             .join(",");
         let labels = [
-            ("model_engine", engine.to_string()),
-            ("model_name", model.to_string()),
-            ("lang", lang.to_string()),
-            ("exp_names", names),
-            ("exp_variants", variants),
+            ("model_engine", engine),
+            ("model_name", model),
+            ("lang", lang),
+            ("exp_names", names.as_str()),
+            ("exp_variants", variants.as_str()),
         ];
-        metrics::counter!("code_suggestions_requests_total", &labels)
+        telemetry::counter("code_suggestions_requests_total", &labels)
             .increment(t.requests.max(0) as u64);
-        metrics::counter!("code_suggestions_accepts_total", &labels)
+        telemetry::counter("code_suggestions_accepts_total", &labels)
             .increment(t.accepts.max(0) as u64);
-        metrics::counter!("code_suggestions_errors_total", &labels)
+        telemetry::counter("code_suggestions_errors_total", &labels)
             .increment(t.errors.max(0) as u64);
     }
 }
@@ -895,10 +895,12 @@ async fn execute(
     log.set("model_engine", meta.engine.as_str());
     log.set("model_name", meta.name.as_str());
     log.set("lang", plan.lang);
-    metrics::counter!(
+    telemetry::counter(
         "code_suggestions_inference_requests_total",
-        "model_engine" => meta.engine.clone(),
-        "model_name" => telemetry::model_label(&meta.name).to_string(),
+        &[
+            ("model_engine", &meta.engine),
+            ("model_name", telemetry::model_label(&meta.name)),
+        ],
     )
     .increment(1);
     match &plan.request.prompt {
@@ -1000,7 +1002,7 @@ fn response_with_overhead(req: &HttpRequest, waited: Duration) -> actix_web::Htt
     let mut builder = HttpResponse::Ok();
     if let Some(arrived) = arrival_of(req) {
         let overhead = arrived.elapsed().saturating_sub(waited);
-        metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
+        telemetry::histogram("gateway_overhead_seconds", &[]).record(overhead.as_secs_f64());
         builder.insert_header((
             "x-gateway-overhead-ms",
             format!("{:.3}", overhead.as_secs_f64() * 1000.0),

@@ -211,8 +211,11 @@ impl Authenticator {
             )
             .await;
         outcome.duration_s = started.elapsed().as_secs_f64();
-        metrics::counter!("auth_attempts_total", "result" => result_label(&outcome.result))
-            .increment(1);
+        crate::telemetry::counter(
+            "auth_attempts_total",
+            &[("result", result_label(&outcome.result))],
+        )
+        .increment(1);
         Some(outcome)
     }
 

@@ -21,14 +21,14 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use actix_web::HttpMessage;
 use pin_project_lite::pin_project;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::logging;
+use crate::logging::{self, Fields};
 
 /// Entries a request adds to its access-log line.
 #[derive(Clone, Default)]
 pub struct RequestLog {
-    fields: Rc<RefCell<Map<String, Value>>>,
+    fields: Rc<RefCell<Fields>>,
 }
 
 impl RequestLog {
@@ -41,10 +41,8 @@ impl RequestLog {
     }
 
     /// Add or replace an entry.
-    pub fn set(&self, key: &str, value: impl Into<Value>) {
-        self.fields
-            .borrow_mut()
-            .insert(key.to_string(), value.into());
+    pub fn set(&self, key: &'static str, value: impl Into<Value>) {
+        self.fields.borrow_mut().set(key, value.into());
     }
 
     /// Read an entry back.
@@ -52,7 +50,7 @@ impl RequestLog {
         self.fields.borrow().get(key).cloned()
     }
 
-    fn take(&self) -> Map<String, Value> {
+    fn take(&self) -> Fields {
         std::mem::take(&mut *self.fields.borrow_mut())
     }
 }
@@ -60,7 +58,7 @@ impl RequestLog {
 /// Everything known about the request when its response starts.
 pub struct PendingLine {
     /// Standard fields in the original's order, up to and excluding the timings.
-    pub head: Map<String, Value>,
+    pub head: Fields,
     /// `<ip>:<port> - "<METHOD> <path> HTTP/<ver>" <status>`.
     pub message: String,
     /// When the request arrived.
@@ -84,33 +82,25 @@ impl PendingLine {
             log,
         } = self;
         let duration = arrived.elapsed().as_secs_f64();
-        head.insert("duration_s".into(), Value::from(duration));
-        head.insert(
-            "response_start_duration_s".into(),
-            Value::from(response_start_s),
-        );
-        head.insert(
-            "first_chunk_duration_s".into(),
+        head.set("duration_s", Value::from(duration));
+        head.set("response_start_duration_s", Value::from(response_start_s));
+        head.set(
+            "first_chunk_duration_s",
             first_chunk_s.map(Value::from).unwrap_or(Value::Null),
         );
-        head.insert(
-            "cpu_s".into(),
+        head.set(
+            "cpu_s",
             Value::from((process_cpu_seconds() - cpu_at_arrival).max(0.0)),
         );
-        for (k, v) in log.take() {
-            head.insert(k, v);
-        }
+        head.merge(log.take());
         if let Some(e) = body_error {
-            head.insert("exception_message".into(), Value::String(e));
-            head.insert(
-                "exception_class".into(),
-                Value::String("StreamError".into()),
-            );
+            head.set("exception_message", Value::String(e));
+            head.set("exception_class", Value::String("StreamError".into()));
         }
         if disconnected {
-            head.insert("client_disconnected".into(), Value::Bool(true));
+            head.set("client_disconnected", Value::Bool(true));
         }
-        logging::write_record("info", "api.access", &message, head);
+        logging::write_record("info", "api.access", &message, head.iter());
     }
 }
 

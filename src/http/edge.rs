@@ -13,6 +13,7 @@
 //! * `http_request_duration_seconds{handler,method,status}` is observed when the response
 //!   starts (streaming time excluded, as the original), for matched routes only.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,16 +23,56 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::Instrument;
 
 use super::access_log::{process_cpu_seconds, LoggedBody, PendingLine, RequestLog};
 use super::error::ApiError;
 use crate::auth::{User, SKIP_PATHS};
+use crate::logging::Fields;
 use crate::state::AppState;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_GITLAB_RAILS_SEND_START: HeaderName = HeaderName::from_static("x-gitlab-rails-send-start");
+
+/// The `gitlab_*` access-log fields and the headers they come from, in the original's order.
+static GITLAB_HEADERS: [(&str, HeaderName); 9] = [
+    (
+        "gitlab_language_server_version",
+        HeaderName::from_static("x-gitlab-language-server-version"),
+    ),
+    (
+        "gitlab_instance_id",
+        HeaderName::from_static("x-gitlab-instance-id"),
+    ),
+    (
+        "gitlab_global_user_id",
+        HeaderName::from_static("x-gitlab-global-user-id"),
+    ),
+    (
+        "gitlab_host_name",
+        HeaderName::from_static("x-gitlab-host-name"),
+    ),
+    (
+        "gitlab_version",
+        HeaderName::from_static("x-gitlab-version"),
+    ),
+    (
+        "gitlab_saas_duo_pro_namespace_ids",
+        HeaderName::from_static("x-gitlab-saas-duo-pro-namespace-ids"),
+    ),
+    (
+        "gitlab_feature_enabled_by_namespace_ids",
+        HeaderName::from_static("x-gitlab-feature-enabled-by-namespace-ids"),
+    ),
+    ("gitlab_realm", HeaderName::from_static("x-gitlab-realm")),
+    (
+        "gitlab_duo_seat_count",
+        HeaderName::from_static("x-gitlab-duo-seat-count"),
+    ),
+];
 
 /// A new correlation id: 32 lower-case hex characters, like `uuid4().hex`.
 pub fn new_correlation_id() -> String {
@@ -82,7 +123,7 @@ fn preflight(req: &ServiceRequest) -> HttpResponse {
     res
 }
 
-fn header_str(req: &ServiceRequest, name: &str) -> Value {
+fn header_str(req: &ServiceRequest, name: &HeaderName) -> Value {
     req.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -203,32 +244,41 @@ pub async fn edge(
     // Metrics: matched routes only, health checks excluded, as the original.
     if let Some(pattern) = res.request().match_pattern() {
         if !SKIP_PATHS.contains(&pattern.as_str()) {
-            metrics::histogram!(
+            let handler = if pattern.contains(':') {
+                Cow::Owned(handler_label(&pattern))
+            } else {
+                Cow::Borrowed(pattern.as_str())
+            };
+            crate::telemetry::histogram(
                 "http_request_duration_seconds",
-                "handler" => handler_label(&pattern),
-                "method" => method.to_string(),
-                "status" => status_class(status),
+                &[
+                    ("handler", &handler),
+                    ("method", method.as_str()),
+                    ("status", status_class(status)),
+                ],
             )
             .record(response_start);
         }
     }
 
+    let RequestHead {
+        mut fields,
+        path_query,
+        client_ip,
+        client_port,
+        http_version,
+    } = head;
     let message = format!(
         "{}:{} - \"{} {} HTTP/{}\" {}",
-        head.get("client_ip").and_then(Value::as_str).unwrap_or(""),
-        head.get("client_port").and_then(Value::as_u64).unwrap_or(0),
+        client_ip,
+        client_port,
         method,
-        head.get("url_path_query")
-            .and_then(Value::as_str)
-            .unwrap_or(""),
-        head.get("http_version")
-            .and_then(Value::as_str)
-            .unwrap_or("1.1"),
+        path_query,
+        http_version,
         status.as_u16()
     );
-    let mut head = head;
-    head.remove("url_path_query");
-    head.insert("status_code".into(), Value::from(status.as_u16()));
+    fields.set("status_code", Value::from(status.as_u16()));
+    let head = fields;
     let pending = PendingLine {
         head,
         message,
@@ -245,7 +295,7 @@ fn request_head(
     req: &ServiceRequest,
     cid: &str,
     arrived_at: chrono::DateTime<chrono::Utc>,
-) -> Map<String, Value> {
+) -> RequestHead {
     let conn = req.connection_info();
     let uri = req.uri();
     let path_query = uri
@@ -258,7 +308,7 @@ fn request_head(
     // X-Forwarded-For address and the port is unknown.
     let forwarded = req
         .headers()
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .map(|v| v.trim().to_string());
@@ -279,29 +329,29 @@ fn request_head(
     };
     let duration_request = req
         .headers()
-        .get("x-gitlab-rails-send-start")
+        .get(&X_GITLAB_RAILS_SEND_START)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|sent| arrived_at.timestamp_micros() as f64 / 1e6 - sent)
         .unwrap_or(-1.0);
 
-    let mut m = Map::with_capacity(32);
-    m.insert(
-        "url".into(),
+    let mut m = Fields::with_capacity(48);
+    m.set(
+        "url",
         Value::String(format!("{scheme}://{host}{path_query}")),
     );
-    m.insert("path".into(), Value::String(uri.path().to_string()));
-    m.insert("status_code".into(), Value::Null);
-    m.insert("method".into(), Value::String(req.method().to_string()));
-    m.insert("correlation_id".into(), Value::String(cid.to_string()));
-    m.insert("http_version".into(), Value::String(http_version.into()));
-    m.insert("client_ip".into(), Value::String(client_ip));
-    m.insert("client_port".into(), Value::from(client_port));
+    m.set("path", Value::String(uri.path().to_string()));
+    m.set("status_code", Value::Null);
+    m.set("method", Value::String(req.method().to_string()));
+    m.set("correlation_id", Value::String(cid.to_string()));
+    m.set("http_version", Value::String(http_version.into()));
+    m.set("client_ip", Value::String(client_ip.clone()));
+    m.set("client_port", Value::from(client_port));
     // Filled in when the body ends; inserted now to keep the original's field order.
-    m.insert("duration_s".into(), Value::Null);
-    m.insert("duration_request".into(), Value::from(duration_request));
-    m.insert(
-        "request_arrived_at".into(),
+    m.set("duration_s", Value::Null);
+    m.set("duration_request", Value::from(duration_request));
+    m.set(
+        "request_arrived_at",
         Value::String(arrived_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
     );
     for timing in [
@@ -309,34 +359,29 @@ fn request_head(
         "first_chunk_duration_s",
         "cpu_s",
     ] {
-        m.insert(timing.into(), Value::Null);
+        m.set(timing, Value::Null);
     }
-    m.insert("content_type".into(), header_str(req, "content-type"));
-    m.insert("user_agent".into(), header_str(req, "user-agent"));
-    for (field, name) in [
-        (
-            "gitlab_language_server_version",
-            "x-gitlab-language-server-version",
-        ),
-        ("gitlab_instance_id", "x-gitlab-instance-id"),
-        ("gitlab_global_user_id", "x-gitlab-global-user-id"),
-        ("gitlab_host_name", "x-gitlab-host-name"),
-        ("gitlab_version", "x-gitlab-version"),
-        (
-            "gitlab_saas_duo_pro_namespace_ids",
-            "x-gitlab-saas-duo-pro-namespace-ids",
-        ),
-        (
-            "gitlab_feature_enabled_by_namespace_ids",
-            "x-gitlab-feature-enabled-by-namespace-ids",
-        ),
-        ("gitlab_realm", "x-gitlab-realm"),
-        ("gitlab_duo_seat_count", "x-gitlab-duo-seat-count"),
-    ] {
-        m.insert(field.into(), header_str(req, name));
+    m.set("content_type", header_str(req, &header::CONTENT_TYPE));
+    m.set("user_agent", header_str(req, &header::USER_AGENT));
+    for (field, name) in &GITLAB_HEADERS {
+        m.set(field, header_str(req, name));
     }
-    m.insert("url_path_query".into(), Value::String(path_query));
-    m
+    RequestHead {
+        fields: m,
+        path_query,
+        client_ip,
+        client_port,
+        http_version,
+    }
+}
+
+/// What [`request_head`] learns: the fields, and what the access-log message needs.
+struct RequestHead {
+    fields: Fields,
+    path_query: String,
+    client_ip: String,
+    client_port: u16,
+    http_version: &'static str,
 }
 
 /// When the request arrived, put in its extensions by [`edge`].
