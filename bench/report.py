@@ -74,6 +74,16 @@ for c in sweep:
         f"| {us(dp50)} | {us(gp50)} | {us(gp50 - dp50)} | {us(dp99)} | {us(gp99)} | {us(gp99 - dp99)} | {cpu_per:,.0f} µs |"
     )
 
+if os.path.exists(os.path.join(out, "gateway-pinned-c1.json")):
+    d, g = load("direct-pinned-c1.json"), load("gateway-pinned-c1.json")
+    dp50, gp50, dp99, gp99 = lat(d, "p50"), lat(g, "p50"), lat(d, "p99"), lat(g, "p99")
+    lines.append(
+        f"\nConcurrency 1 with mock, gateway and driver pinned to one core (`taskset -c 1`; no "
+        f"cross-core wake-ups of idle vCPUs): direct {d['requests_per_s']:,.0f} req/s, p50 {us(dp50)}, "
+        f"p99 {us(dp99)}; gateway {g['requests_per_s']:,.0f} req/s, p50 {us(gp50)}, p99 {us(gp99)}; "
+        f"**added p50 {us(gp50 - dp50)}, p99 {us(gp99 - dp99)}**."
+    )
+
 lines.append("\n## Streaming: 64 deltas paced 20 ms (Anthropic SSE upstream → /v2/code/completions raw-text stream to the client)\n")
 lines.append("| streams | direct ok/dropped | gateway ok/dropped | late frames (gw) | direct TTFT p50/p99 | gateway TTFT p50/p99 | added TTFT p99 | direct gap p99 | gateway gap p99 | added gap p99 | gateway RSS |")
 lines.append("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
