@@ -25,7 +25,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::anthropic::{messages_body, parse_messages_response, stream_error, MessagesStream};
+use super::anthropic::{
+    fast_messages_answer, messages_body, parse_messages_response, stream_error, MessagesStream,
+};
 use super::google_auth::GoogleAuth;
 use super::http_client::{body_error, Upstream};
 use super::sse::{frames_to_chunks, lazy, SseDecoder};
@@ -174,6 +176,9 @@ impl VertexAnthropicModel {
             .bytes()
             .await
             .map_err(|e| body_error("vertex-ai", &e))?;
+        if let Some(chunk) = fast_messages_answer(&bytes) {
+            return Ok(futures::stream::iter([Ok(chunk)]).boxed());
+        }
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ModelError::new(
                 ModelErrorKind::Protocol,
