@@ -11,29 +11,12 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use common::fake_upstream::{read_request, Recorded as Received};
 use common::Gateway;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-
-/// A request as the fake upstream received it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 /// What the fake upstream answers.
 #[derive(Clone)]
@@ -65,49 +48,6 @@ struct Upstream {
     next_frame: mpsc::UnboundedSender<()>,
 }
 
-async fn read_request(sock: &mut TcpStream) -> Option<Received> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let path = first.next()?.to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Received {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
 /// A fake upstream: answers the metadata server's token path with a token, everything else
 /// with `reply`.
 async fn upstream(reply: Reply) -> Upstream {
@@ -129,7 +69,7 @@ async fn upstream(reply: Reply) -> Upstream {
             let permits = Arc::clone(&permits);
             let closed = Arc::clone(&closed);
             tokio::spawn(async move {
-                let Some(req) = read_request(&mut sock).await else {
+                let Some(req) = read_request(&mut sock, &mut Vec::new()).await else {
                     return;
                 };
                 let token_path = req.path.starts_with("/computeMetadata/");

@@ -36,8 +36,7 @@ use crate::code_suggestions::language_server::supports_advanced_context;
 use crate::code_suggestions::{post, prompt as builder, tokens};
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
-use crate::http::disconnect::until_disconnect;
-use crate::http::edge::{arrival_of, user_of};
+use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
 use crate::models::registry::{CustomApi, CustomModel};
@@ -967,9 +966,8 @@ async fn execute(
             }
         })
         .collect::<Vec<_>>();
-    if let Some(usage) = answer.usage {
-        log.set("input_tokens", usage.input_tokens);
-        log.set("output_tokens", usage.output_tokens);
+    if let Some(usage) = &answer.usage {
+        streaming::log_usage(log, usage);
     }
     if let Some(first) = texts.first() {
         log.set("model_output_length", first.chars().count());
@@ -1000,9 +998,7 @@ fn now_epoch() -> i64 {
 /// Record `gateway_overhead_seconds` and build a response carrying `x-gateway-overhead-ms`.
 fn response_with_overhead(req: &HttpRequest, waited: Duration) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
-    if let Some(arrived) = arrival_of(req) {
-        let overhead = arrived.elapsed().saturating_sub(waited);
-        telemetry::histogram("gateway_overhead_seconds", &[]).record(overhead.as_secs_f64());
+    if let Some(overhead) = crate::api::record_overhead(req, waited) {
         builder.insert_header((
             "x-gateway-overhead-ms",
             format!("{:.3}", overhead.as_secs_f64() * 1000.0),
@@ -1038,10 +1034,7 @@ async fn v2_respond(
             let builder = response_with_overhead(req, call.waited_for_first);
             Ok(streaming::raw_text(
                 builder,
-                until_disconnect(
-                    req,
-                    streaming::logging_usage(Box::pin(call.into_events()), &log),
-                ),
+                streaming::client_events(req, *call, &log),
             ))
         }
         Outcome::Whole {
@@ -1268,19 +1261,13 @@ async fn components_endpoint(
                 Ok(streaming::sse(
                     builder,
                     start,
-                    Box::pin(until_disconnect(
-                        &req,
-                        streaming::logging_usage(Box::pin(call.into_events()), &log),
-                    )),
+                    Box::pin(streaming::client_events(&req, *call, &log)),
                     ping,
                 ))
             } else {
                 Ok(streaming::raw_text(
                     builder,
-                    until_disconnect(
-                        &req,
-                        streaming::logging_usage(Box::pin(call.into_events()), &log),
-                    ),
+                    streaming::client_events(&req, *call, &log),
                 ))
             }
         }

@@ -50,6 +50,18 @@ pub async fn not_found() -> HttpResponse {
     ApiError::not_found().error_response()
 }
 
+/// Record `gateway_overhead_seconds` for a request whose model call has started: the time since
+/// it arrived less `waited`, the time spent waiting on the model. Returns the overhead.
+pub(crate) fn record_overhead(
+    req: &actix_web::HttpRequest,
+    waited: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let arrived = crate::http::edge::arrival_of(req)?;
+    let overhead = arrived.elapsed().saturating_sub(waited);
+    crate::telemetry::histogram("gateway_overhead_seconds", &[]).record(overhead.as_secs_f64());
+    Some(overhead)
+}
+
 /// The request body as JSON, read as the original reads it: the content type decides, an
 /// unparsable body is the original's 400, anything else invalid its 422.
 pub(crate) fn json_body(

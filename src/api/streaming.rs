@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, HttpResponseBuilder};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures::{Stream, StreamExt};
 use serde_json::json;
 
 use crate::http::access_log::RequestLog;
-use crate::inference::{CallFailure, Event};
-use crate::models::ModelChunk;
+use crate::http::disconnect::until_disconnect;
+use crate::inference::{CallFailure, Event, ModelCall};
+use crate::models::{ModelChunk, Usage};
 use crate::pyjson;
 
 /// The error that aborts a raw-text stream mid-body.
@@ -49,9 +50,15 @@ pub fn stream_headers(builder: &mut HttpResponseBuilder) {
         .insert_header(("x-accel-buffering", HeaderValue::from_static("no")));
 }
 
-/// `events` that also note the usage the provider reports in the request's access-log line
-/// (`input_tokens`, `output_tokens`, as whole answers do): streams report it in their last
-/// chunk, which passes before the body ends and the line is written.
+/// Note a call's usage in the request's access-log line (`input_tokens`, `output_tokens`).
+pub fn log_usage(log: &RequestLog, usage: &Usage) {
+    log.set("input_tokens", usage.input_tokens);
+    log.set("output_tokens", usage.output_tokens);
+}
+
+/// `events` that also note the usage the provider reports in the request's access-log line, as
+/// whole answers do: streams report it in their last chunk, which passes before the body ends
+/// and the line is written.
 pub fn logging_usage(
     events: impl Stream<Item = Event> + Unpin + 'static,
     log: &RequestLog,
@@ -62,10 +69,19 @@ pub fn logging_usage(
             usage: Some(usage), ..
         }) = event
         {
-            log.set("input_tokens", usage.input_tokens);
-            log.set("output_tokens", usage.output_tokens);
+            log_usage(&log, usage);
         }
     })
+}
+
+/// The events of a started call as a streamed body reads them: usage noted in the access log,
+/// and the stream ended (cancelling the call) as soon as the client of `req` goes away.
+pub fn client_events(
+    req: &HttpRequest,
+    call: ModelCall,
+    log: &RequestLog,
+) -> impl Stream<Item = Event> + 'static {
+    until_disconnect(req, logging_usage(Box::pin(call.into_events()), log))
 }
 
 /// A raw-text streamed response.

@@ -295,6 +295,25 @@ pub(crate) fn fast_messages_answer(bytes: &[u8]) -> Option<ModelChunk> {
     })
 }
 
+/// A whole answer as a [`Value`]: `upstream`'s invalid JSON and `error` bodies are errors.
+fn parse_answer(upstream: &str, bytes: &[u8]) -> Result<Value, ModelError> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| protocol(format!("{upstream} sent invalid JSON: {e}")))?;
+    if v["type"] == "error" {
+        return Err(stream_error(&v));
+    }
+    Ok(v)
+}
+
+/// A whole Messages answer from `upstream` (Anthropic, or Claude on Vertex): read through the
+/// typed fields when it has the usual shape, as a [`Value`] otherwise.
+pub(crate) fn messages_answer(upstream: &str, bytes: &[u8]) -> Result<ModelChunk, ModelError> {
+    match fast_messages_answer(bytes) {
+        Some(chunk) => Ok(chunk),
+        None => parse_answer(upstream, bytes).map(|v| parse_messages_response(&v)),
+    }
+}
+
 /// The Messages stream: text deltas, usage from `message_start` and `message_delta` handed on at
 /// `message_stop`, an `error` event as a stream error. Also what Claude on Vertex streams.
 #[derive(Debug, Default)]
@@ -456,23 +475,16 @@ impl AnthropicModel {
             .bytes()
             .await
             .map_err(|e| super::http_client::body_error("anthropic", &e))?;
-        if self.api == Api::Messages {
-            if let Some(chunk) = fast_messages_answer(&bytes) {
-                return Ok(futures::stream::iter([Ok(chunk)]).boxed());
-            }
-        }
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| protocol(format!("anthropic sent invalid JSON: {e}")))?;
-        if v["type"] == "error" {
-            return Err(stream_error(&v));
-        }
         let chunk = match self.api {
-            Api::Messages => parse_messages_response(&v),
-            Api::Legacy => ModelChunk {
-                text: v["completion"].as_str().unwrap_or("").to_string(),
-                finish_reason: v["stop_reason"].as_str().map(str::to_string),
-                ..ModelChunk::default()
-            },
+            Api::Messages => messages_answer("anthropic", &bytes)?,
+            Api::Legacy => {
+                let v = parse_answer("anthropic", &bytes)?;
+                ModelChunk {
+                    text: v["completion"].as_str().unwrap_or("").to_string(),
+                    finish_reason: v["stop_reason"].as_str().map(str::to_string),
+                    ..ModelChunk::default()
+                }
+            }
         };
         Ok(futures::stream::iter([Ok(chunk)]).boxed())
     }

@@ -25,9 +25,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::anthropic::{
-    fast_messages_answer, messages_body, parse_messages_response, stream_error, MessagesStream,
-};
+use super::anthropic::{messages_answer, messages_body, MessagesStream};
 use super::google_auth::GoogleAuth;
 use super::http_client::{body_error, Upstream};
 use super::sse::{frames_to_chunks, lazy, SseDecoder};
@@ -176,19 +174,8 @@ impl VertexAnthropicModel {
             .bytes()
             .await
             .map_err(|e| body_error("vertex-ai", &e))?;
-        if let Some(chunk) = fast_messages_answer(&bytes) {
-            return Ok(futures::stream::iter([Ok(chunk)]).boxed());
-        }
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ModelError::new(
-                ModelErrorKind::Protocol,
-                format!("vertex-ai sent invalid JSON: {e}"),
-            )
-        })?;
-        if v["type"] == "error" {
-            return Err(stream_error(&v));
-        }
-        Ok(futures::stream::iter([Ok(parse_messages_response(&v))]).boxed())
+        let chunk = messages_answer("vertex-ai", &bytes)?;
+        Ok(futures::stream::iter([Ok(chunk)]).boxed())
     }
 }
 

@@ -25,7 +25,6 @@ use crate::api::streaming;
 use crate::auth::unit_primitives;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
-use crate::http::disconnect::until_disconnect;
 use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
@@ -238,19 +237,15 @@ async fn chat(
     if request.stream {
         return Ok(streaming::raw_text(
             HttpResponse::Ok(),
-            until_disconnect(
-                &req,
-                streaming::logging_usage(Box::pin(call.into_events()), &log),
-            ),
+            streaming::client_events(&req, call, &log),
         ));
     }
     let answer = call
         .collect()
         .await
         .map_err(|f| failure_response(&f, &log))?;
-    if let Some(usage) = answer.usage {
-        log.set("input_tokens", usage.input_tokens);
-        log.set("output_tokens", usage.output_tokens);
+    if let Some(usage) = &answer.usage {
+        streaming::log_usage(&log, usage);
     }
     let provider_name = payload
         .provider

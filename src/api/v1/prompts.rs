@@ -23,8 +23,7 @@ use crate::api::schema::{Errors, Loc, Str};
 use crate::api::streaming;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
-use crate::http::disconnect::until_disconnect;
-use crate::http::edge::{arrival_of, user_of};
+use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, ModelCall};
 use crate::prompts::registry::AGENT_PROMPTS;
@@ -203,26 +202,19 @@ async fn invoke(
     .map_err(|f| failure_response(&f, &log))?;
 
     let mut builder = HttpResponse::Ok();
-    if let Some(arrived) = arrival_of(&req) {
-        let overhead = arrived.elapsed().saturating_sub(call.waited_for_first);
-        metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
-    }
+    crate::api::record_overhead(&req, call.waited_for_first);
     if request.stream {
         return Ok(streaming::raw_text(
             builder,
-            until_disconnect(
-                &req,
-                streaming::logging_usage(Box::pin(call.into_events()), &log),
-            ),
+            streaming::client_events(&req, call, &log),
         ));
     }
     let answer = call
         .collect()
         .await
         .map_err(|f| failure_response(&f, &log))?;
-    if let Some(usage) = answer.usage {
-        log.set("input_tokens", usage.input_tokens);
-        log.set("output_tokens", usage.output_tokens);
+    if let Some(usage) = &answer.usage {
+        streaming::log_usage(&log, usage);
     }
     Ok(builder
         .content_type("application/json")

@@ -48,32 +48,9 @@ use crate::state::AppState;
 /// The header naming the unit primitive a proxied call serves.
 pub const UNIT_PRIMITIVE_HEADER: &str = "x-gitlab-unit-primitive";
 
-/// Models the Anthropic proxy forwards (`KindAnthropicModel`).
-pub const ANTHROPIC_MODELS: &[&str] = &[
-    "claude-2.0",
-    "claude-2.1",
-    "claude-3-opus-20240229",
-    "claude-3-sonnet-20240229",
-    "claude-3-5-sonnet-20240620",
-    "claude-3-haiku-20240307",
-    "claude-3-5-haiku-20241022",
-    "claude-3-5-sonnet-20241022",
-];
-
-/// Models the Vertex proxy forwards (`KindVertexTextModel`).
-pub const VERTEX_MODELS: &[&str] = &[
-    "code-bison",
-    "code-bison@002",
-    "code-gecko",
-    "code-gecko@002",
-    "text-bison",
-    "text-bison@002",
-    "chat-bison",
-    "codechat-bison",
-    "textembedding-gecko",
-    "textembedding-gecko@003",
-    "codestral@2405",
-];
+/// Models the proxies forward: the original's `KindAnthropicModel` and `KindVertexTextModel`,
+/// the same enums the code-suggestion schemas validate against.
+pub use crate::api::schema::code::{ANTHROPIC_MODELS, VERTEX_MODELS};
 
 const ANTHROPIC_PATHS: &[&str] = &["/v1/complete", "/v1/messages"];
 const ANTHROPIC_HEADERS: &[&str] = &["accept", "content-type", "anthropic-version"];

@@ -46,7 +46,7 @@ use crate::chat::tools::{self, Tool};
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
 use crate::http::disconnect::until_disconnect;
-use crate::http::edge::{arrival_of, user_of};
+use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::{CallFailure, Event, ModelCall};
 use crate::models::{mock, Message, ModelErrorKind};
@@ -471,10 +471,7 @@ async fn agent(
     .await
     {
         Ok(call) => {
-            if let Some(arrived) = arrival_of(&req) {
-                let overhead = arrived.elapsed().saturating_sub(call.waited_for_first);
-                metrics::histogram!("gateway_overhead_seconds").record(overhead.as_secs_f64());
-            }
+            crate::api::record_overhead(&req, call.waited_for_first);
             Ok(ndjson(
                 &req,
                 run(
