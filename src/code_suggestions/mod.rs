@@ -15,10 +15,12 @@
 //!
 //! - [`language`]: language detection from the file name / editor language id.
 //! - [`language_server`]: PEP 440 version parsing and the language-server gate.
-//! - [`tokens`]: token counting and truncation with a shipped BPE.
+//! - [`bpe`]: the compact `p50k_base` BPE encoder.
+//! - [`tokens`]: token counting and truncation with that BPE.
 //! - [`prompt`]: the prompt builders (legacy Vertex, prefix-based, raw, generations).
 //! - [`post`]: post-processing of model output.
 
+pub mod bpe;
 pub mod language;
 pub mod language_server;
 pub mod post;

@@ -2,15 +2,15 @@
 //!
 //! The original counts and truncates with the HuggingFace tokenizer of
 //! `Salesforce/codegen2-16B`, downloaded at image build time. This port cannot
-//! fetch anything at run time, so it uses the `p50k_base` byte-level BPE that
-//! ships inside the `tiktoken-rs` crate: the same GPT-2 family (GPT-2
+//! fetch anything at run time, so it uses OpenAI's `p50k_base` byte-level BPE,
+//! compiled in ([`super::bpe`]): the same GPT-2 family (GPT-2
 //! pre-tokenizer, ~50k byte-level merges) with the extra whitespace-run tokens
 //! code models have, so counts of code are close to, but not exactly, the
 //! original's. Text is encoded as ordinary text: a literal `<|endoftext|>` in a
 //! file is counted as the characters it is made of.
 //!
 //! The encoder is built once per process ([`OnceLock`]); building it parses
-//! the 50k-entry rank file, which takes tens of milliseconds.
+//! the 50k-entry rank file, which takes a few milliseconds.
 //!
 //! ## Segmenting, for speed and safety
 //!
@@ -27,9 +27,9 @@
 //! segments, not the whole file. And no single pre-token can grow without
 //! bound: a run with no such cut place (a long run of one character class,
 //! CJK text without spaces, a minified blob) is cut hard after
-//! [`MAX_RUN_BYTES`], which keeps the regex engine and the BPE merge loop on
-//! small inputs whatever the client sends (the regex engine behind tiktoken has
-//! failed on megabyte-long single pre-tokens before). A hard cut can change the
+//! [`MAX_RUN_BYTES`], which keeps the pre-tokenizer and the BPE merge loop on
+//! small inputs whatever the client sends (the BPE merge of one pre-token is
+//! superlinear in its length). A hard cut can change the
 //! tokens next to it by a token or so; ordinary source code never has one.
 //!
 //! ## Never panics
@@ -41,7 +41,7 @@
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
+use super::bpe::Bpe;
 
 /// Soft segment size: a segment ends at the first safe cut place after this
 /// many bytes.
@@ -67,15 +67,13 @@ trait Backend {
     fn byte_len(&self, tokens: &[u32]) -> usize;
 }
 
-impl Backend for CoreBPE {
+impl Backend for Bpe {
     fn encode(&self, text: &str) -> Vec<u32> {
         self.encode_ordinary(text)
     }
 
     fn byte_len(&self, tokens: &[u32]) -> usize {
-        // Every token produced by `encode_ordinary` decodes; an unknown token
-        // would be a bug in the encoder, counted as zero bytes.
-        self.decode_bytes(tokens).map(|b| b.len()).unwrap_or(0)
+        Bpe::byte_len(self, tokens)
     }
 }
 
@@ -93,9 +91,9 @@ impl Backend for CharFallback {
     }
 }
 
-fn shared_bpe() -> Option<&'static CoreBPE> {
-    static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    BPE.get_or_init(|| tiktoken_rs::p50k_base().ok()).as_ref()
+fn shared_bpe() -> Option<&'static Bpe> {
+    static BPE: OnceLock<Option<Bpe>> = OnceLock::new();
+    BPE.get_or_init(|| Bpe::p50k_base().ok()).as_ref()
 }
 
 fn backend() -> &'static dyn Backend {
@@ -322,8 +320,9 @@ fn keep_start_with(backend: &dyn Backend, text: &str, max_tokens: usize) -> Trun
 mod tests {
     use super::*;
 
-    fn bpe() -> &'static CoreBPE {
-        static B: OnceLock<CoreBPE> = OnceLock::new();
+    /// The reference encoder: segmenting must give exactly its tokens.
+    fn bpe() -> &'static tiktoken_rs::CoreBPE {
+        static B: OnceLock<tiktoken_rs::CoreBPE> = OnceLock::new();
         B.get_or_init(|| match tiktoken_rs::p50k_base() {
             Ok(b) => b,
             Err(e) => panic!("p50k_base: {e}"),
