@@ -111,23 +111,48 @@ impl<T, E> Default for RequestActor<T, E> {
 pub struct Run;
 
 /// Drive `stream` into `events` until it ends, fails, times out or the receiver is dropped.
+///
+/// Per item this costs a clock read and a channel push. One timer serves the idle deadline for
+/// the whole call and is re-armed lazily: an item only moves `idle_at` forward, and a timer that
+/// fires before `idle_at` is reset to it. (A fresh timer per item, as this loop once had, put two
+/// timer-wheel insertions and removals on every streamed frame.) The close watch is one future
+/// for the whole call too, polled only while waiting for the upstream.
 async fn drive<T: Send + 'static, E: Send + 'static>(
     mut stream: BoxStream<'static, Result<T, E>>,
     events: mpsc::Sender<StreamEvent<T, E>>,
     deadlines: Deadlines,
 ) -> CallEnd {
     let total = Instant::now() + deadlines.total;
+    let mut idle_at = (Instant::now() + deadlines.idle).min(total);
+    let timer = tokio::time::sleep_until(idle_at);
+    tokio::pin!(timer);
+    let closed = events.closed();
+    tokio::pin!(closed);
     loop {
-        let idle = (Instant::now() + deadlines.idle).min(total);
-        let next = tokio::select! {
-            biased;
-            _ = events.closed() => return CallEnd::Cancelled,
-            _ = tokio::time::sleep_until(idle) => None,
-            next = stream.next() => Some(next),
+        let now = Instant::now();
+        idle_at = (now + deadlines.idle).min(total);
+        // An upstream that is always ready never lets the timer be polled; the total deadline
+        // is checked here for it.
+        let next = if now >= total {
+            None
+        } else {
+            loop {
+                tokio::select! {
+                    biased;
+                    next = stream.next() => break Some(next),
+                    _ = &mut closed => return CallEnd::Cancelled,
+                    _ = &mut timer => {
+                        if Instant::now() >= idle_at {
+                            break None;
+                        }
+                        timer.as_mut().reset(idle_at);
+                    }
+                }
+            }
         };
         let (event, end) = match next {
             None => {
-                let which = if idle >= total {
+                let which = if idle_at >= total {
                     Deadline::Total
                 } else {
                     Deadline::Idle
@@ -146,6 +171,14 @@ async fn drive<T: Send + 'static, E: Send + 'static>(
                 futures::stream::empty().boxed(),
             ));
         }
+        let event = match events.try_send(event) {
+            Ok(()) => match end {
+                Some(end) => return end,
+                None => continue,
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => return CallEnd::Cancelled,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+        };
         // Waiting for room in the channel is the backpressure; the total deadline still holds.
         let sent = tokio::select! {
             biased;

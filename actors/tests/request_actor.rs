@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ai_gateway_actors::ractor::Actor;
 use ai_gateway_actors::request::{
-    Deadline, Deadlines, RequestSpawner, RequestSupervisor, RequestSupervisorArgs, StreamEvent,
+    Deadlines, RequestSpawner, RequestSupervisor, RequestSupervisorArgs, StreamEvent,
 };
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{mpsc, watch};
@@ -196,7 +196,52 @@ async fn the_total_deadline_fires_on_a_stream_that_keeps_producing() {
     let events = collect(rx).await;
     assert_eq!(events.last().map(String::as_str), Some("timeout Total"));
     assert!(events.len() > 2, "{events:?}");
-    assert_eq!(Deadline::Total, Deadline::Total);
+    assert!(probe.dropped.load(Ordering::SeqCst), "upstream released");
+}
+
+/// The idle deadline counts from the last item, not from the start: items every 30 ms under a
+/// 50 ms idle deadline run until the total deadline. (Paused clock: deterministic.)
+#[tokio::test(start_paused = true)]
+async fn the_idle_deadline_restarts_with_every_item() {
+    let spawner = spawner().await;
+    let probe = Probe::new();
+    let rx = spawner
+        .start(
+            || probe.endless(Duration::from_millis(30)),
+            2,
+            Deadlines {
+                idle: Duration::from_millis(50),
+                total: Duration::from_millis(400),
+            },
+        )
+        .await
+        .expect("starts");
+    let events = collect(rx).await;
+    assert_eq!(events.last().map(String::as_str), Some("timeout Total"));
+    assert!(!events.iter().any(|e| e == "timeout Idle"), "{events:?}");
+    // 400 ms / 30 ms: the 13th item would arrive at 390 ms.
+    assert_eq!(events.len(), 13 + 1, "{events:?}");
+}
+
+/// An upstream that is always ready (it never lets a timer be polled) still ends at the
+/// total deadline.
+#[tokio::test]
+async fn an_always_ready_upstream_still_meets_the_total_deadline() {
+    let spawner = spawner().await;
+    let rx = spawner
+        .start(
+            || stream::iter(0u32..).map(Ok).boxed(),
+            4,
+            Deadlines {
+                idle: Duration::from_secs(5),
+                total: Duration::from_millis(50),
+            },
+        )
+        .await
+        .expect("starts");
+    let events = collect(rx).await;
+    assert_eq!(events.last().map(String::as_str), Some("timeout Total"));
+    assert!(events.len() > 4, "{}", events.len());
 }
 
 #[tokio::test]
