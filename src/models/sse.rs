@@ -33,11 +33,17 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: BytesMut,
+    fields: Fields,
+    /// The previous read ended in `\r`: a `\n` starting the next one belongs to it.
+    skip_lf: bool,
+}
+
+/// The fields of the event being read.
+#[derive(Debug, Default)]
+struct Fields {
     event: String,
     data: String,
     has_data: bool,
-    /// The previous read ended in `\r`: a `\n` starting the next one belongs to it.
-    skip_lf: bool,
 }
 
 impl SseDecoder {
@@ -58,26 +64,31 @@ impl SseDecoder {
     }
 
     /// The next complete event, if the bytes so far hold one.
+    ///
+    /// Lines are read in place (a vectorised search for the line end, no per-line buffer or
+    /// reference count) and then dropped from the buffer.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let end = self.buf.iter().position(|b| *b == b'\n' || *b == b'\r')?;
-            let line = self.buf.split_to(end).freeze();
-            let terminator = self.buf.first().copied();
-            self.buf.advance(1);
-            if terminator == Some(b'\r') {
-                match self.buf.first() {
-                    Some(b'\n') => self.buf.advance(1),
+            let end = memchr::memchr2(b'\n', b'\r', &self.buf)?;
+            let event = self.fields.line(self.buf.get(..end).unwrap_or(&[]));
+            let mut consumed = end + 1;
+            if self.buf.get(end) == Some(&b'\r') {
+                match self.buf.get(consumed) {
+                    Some(b'\n') => consumed += 1,
                     None => self.skip_lf = true,
                     Some(_) => {}
                 }
             }
-            if let Some(event) = self.line(&line) {
-                return Some(event);
+            self.buf.advance(consumed);
+            if event.is_some() {
+                return event;
             }
         }
     }
+}
 
-    fn line(&mut self, line: &Bytes) -> Option<SseEvent> {
+impl Fields {
+    fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
         if line.is_empty() {
             if !self.has_data && self.event.is_empty() {
                 return None;
