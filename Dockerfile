@@ -9,11 +9,17 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
 COPY bench/mock-upstream/Cargo.toml bench/mock-upstream/Cargo.toml
-RUN mkdir -p src actors/src bench/mock-upstream/src \
+COPY bench/loadgen/Cargo.toml bench/loadgen/Cargo.toml
+# Stubs for every workspace member and every declared bench target (cargo refuses a manifest
+# whose targets are missing), read from the manifest so a new bench cannot break this step.
+RUN mkdir -p src actors/src bench/mock-upstream/src bench/loadgen/src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs actors/src/lib.rs \
     && echo 'fn main() {}' > bench/mock-upstream/src/main.rs \
+    && echo 'fn main() {}' > bench/loadgen/src/main.rs \
+    && for b in $(sed -n '/^\[\[bench\]\]/,/^name/s/^name = "\(.*\)"/\1/p' Cargo.toml); do \
+         echo 'fn main() {}' > "benches/$b.rs"; done \
     && cargo build --release --locked -p ai-gateway \
-    && rm -rf src actors/src bench/mock-upstream/src
+    && rm -rf src actors/src bench/mock-upstream/src bench/loadgen/src benches
 COPY . .
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
     && cargo build --release --locked -p ai-gateway \
