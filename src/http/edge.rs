@@ -336,21 +336,21 @@ fn request_head(
         .unwrap_or(-1.0);
 
     let mut m = Fields::with_capacity(48);
-    m.set(
+    m.push_new(
         "url",
         Value::String(format!("{scheme}://{host}{path_query}")),
     );
-    m.set("path", Value::String(uri.path().to_string()));
-    m.set("status_code", Value::Null);
-    m.set("method", Value::String(req.method().to_string()));
-    m.set("correlation_id", Value::String(cid.to_string()));
-    m.set("http_version", Value::String(http_version.into()));
-    m.set("client_ip", Value::String(client_ip.clone()));
-    m.set("client_port", Value::from(client_port));
+    m.push_new("path", Value::String(uri.path().to_string()));
+    m.push_new("status_code", Value::Null);
+    m.push_new("method", Value::String(req.method().to_string()));
+    m.push_new("correlation_id", Value::String(cid.to_string()));
+    m.push_new("http_version", Value::String(http_version.into()));
+    m.push_new("client_ip", Value::String(client_ip.clone()));
+    m.push_new("client_port", Value::from(client_port));
     // Filled in when the body ends; inserted now to keep the original's field order.
-    m.set("duration_s", Value::Null);
-    m.set("duration_request", Value::from(duration_request));
-    m.set(
+    m.push_new("duration_s", Value::Null);
+    m.push_new("duration_request", Value::from(duration_request));
+    m.push_new(
         "request_arrived_at",
         Value::String(arrived_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
     );
@@ -359,12 +359,12 @@ fn request_head(
         "first_chunk_duration_s",
         "cpu_s",
     ] {
-        m.set(timing, Value::Null);
+        m.push_new(timing, Value::Null);
     }
-    m.set("content_type", header_str(req, &header::CONTENT_TYPE));
-    m.set("user_agent", header_str(req, &header::USER_AGENT));
+    m.push_new("content_type", header_str(req, &header::CONTENT_TYPE));
+    m.push_new("user_agent", header_str(req, &header::USER_AGENT));
     for (field, name) in &GITLAB_HEADERS {
-        m.set(field, header_str(req, name));
+        m.push_new(field, header_str(req, name));
     }
     RequestHead {
         fields: m,
