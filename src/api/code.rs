@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::json_body;
@@ -1007,10 +1008,50 @@ fn response_with_overhead(req: &HttpRequest, waited: Duration) -> actix_web::Htt
     builder
 }
 
-fn json_response(mut builder: actix_web::HttpResponseBuilder, body: &Value) -> HttpResponse {
+fn json_response(
+    mut builder: actix_web::HttpResponseBuilder,
+    body: &impl Serialize,
+) -> HttpResponse {
     builder
         .content_type("application/json")
         .body(serde_json::to_string(body).unwrap_or_default())
+}
+
+/// The v2 JSON body (spec 3.1), in the original's field order. Serialised from borrowed fields:
+/// no `Value` tree, no map inserts with their key hashing.
+#[derive(Serialize)]
+struct V2Body<'a> {
+    id: &'static str,
+    model: V2Model<'a>,
+    experiments: &'a [Value],
+    object: &'static str,
+    created: i64,
+    choices: Vec<Choice<'a>>,
+}
+
+#[derive(Serialize)]
+struct V2Model<'a> {
+    engine: &'a str,
+    name: &'a str,
+    lang: &'a str,
+    /// `null` for generations.
+    tokens_consumption_metadata: Option<V2Tokens>,
+}
+
+#[derive(Serialize)]
+struct V2Tokens {
+    input_tokens: usize,
+    output_tokens: u64,
+    context_tokens_sent: usize,
+    context_tokens_used: usize,
+}
+
+/// A choice of the v2 body.
+#[derive(Serialize)]
+struct Choice<'a> {
+    text: &'a str,
+    index: u32,
+    finish_reason: &'static str,
 }
 
 /// The v2 JSON (spec 3.1): `id, model{engine,name,lang,tokens_consumption_metadata}, experiments,
@@ -1044,25 +1085,37 @@ async fn v2_respond(
             usage,
             waited,
         } => {
-            let tokens = if generations {
-                Value::Null
-            } else {
+            let tokens_consumption_metadata = (!generations).then(|| {
                 let t = plan.tokens.unwrap_or_default();
-                json!({
-                    "input_tokens": t.input_tokens,
-                    "output_tokens": usage.map(|u| u.output_tokens).unwrap_or(0),
-                    "context_tokens_sent": t.context_tokens_sent,
-                    "context_tokens_used": t.context_tokens_used,
-                })
-            };
-            let body = json!({
-                "id": "id",
-                "model": {"engine": engine, "name": name, "lang": plan.lang, "tokens_consumption_metadata": tokens},
-                "experiments": plan.experiments,
-                "object": "text_completion",
-                "created": now_epoch(),
-                "choices": choices(&texts, if generations { 1 } else { usize::MAX }),
+                V2Tokens {
+                    input_tokens: t.input_tokens,
+                    output_tokens: usage.map(|u| u.output_tokens).unwrap_or(0),
+                    context_tokens_sent: t.context_tokens_sent,
+                    context_tokens_used: t.context_tokens_used,
+                }
             });
+            let body = V2Body {
+                id: "id",
+                model: V2Model {
+                    engine: &engine,
+                    name: &name,
+                    lang: plan.lang,
+                    tokens_consumption_metadata,
+                },
+                experiments: &plan.experiments,
+                object: "text_completion",
+                created: now_epoch(),
+                choices: texts
+                    .iter()
+                    .filter(|t| !t.is_empty())
+                    .take(if generations { 1 } else { usize::MAX })
+                    .map(|text| Choice {
+                        text,
+                        index: 0,
+                        finish_reason: "length",
+                    })
+                    .collect(),
+            };
             Ok(json_response(response_with_overhead(req, waited), &body))
         }
     }
