@@ -343,16 +343,19 @@ mod handles {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
+    /// Keys are hashed with foldhash (seeded per process), not SipHash: the keys are ~100 bytes
+    /// and a request records about a dozen metrics, and the label sets are bounded where the
+    /// labels are computed, so there is no flooding for SipHash to guard against.
     pub(super) struct Cache<H> {
         key: Vec<u8>,
-        map: HashMap<Vec<u8>, H>,
+        map: HashMap<Vec<u8>, H, foldhash::fast::RandomState>,
     }
 
     impl<H> Default for Cache<H> {
         fn default() -> Self {
             Self {
                 key: Vec::with_capacity(256),
-                map: HashMap::new(),
+                map: HashMap::default(),
             }
         }
     }
