@@ -82,10 +82,13 @@ pub fn new_correlation_id() -> String {
 /// `n` as 32 lower-case hex digits (what `format!("{n:032x}")` gives, without the formatter).
 fn hex32(n: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .rev()
-        .map(|i| char::from(HEX[((n >> (4 * i)) & 0xf) as usize]))
-        .collect()
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().rev().enumerate() {
+        *d = HEX[((n >> (4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(&digits)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 fn correlation_id(req: &ServiceRequest) -> String {
@@ -390,7 +393,7 @@ fn request_head(
     m.push_new("duration_request", Value::from(duration_request));
     m.push_new(
         "request_arrived_at",
-        Value::String(arrived_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        Value::String(crate::logging::rfc3339_micros(&arrived_at)),
     );
     for timing in [
         "response_start_duration_s",
