@@ -327,6 +327,17 @@ fn push_json_value(buf: &mut Vec<u8>, v: &Value) {
     match v {
         Value::String(s) => push_json_str(buf, s),
         Value::Null => buf.extend_from_slice(b"null"),
+        Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        // Integers as serde_json writes them (itoa); floats go through serde_json's own writer.
+        Value::Number(n) if n.is_u64() || n.is_i64() => {
+            let mut digits = itoa::Buffer::new();
+            let text = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => digits.format(u),
+                (None, Some(i)) => digits.format(i),
+                (None, None) => "",
+            };
+            buf.extend_from_slice(text.as_bytes());
+        }
         other => {
             let _ = serde_json::to_writer(&mut *buf, other);
         }
@@ -606,6 +617,11 @@ mod tests {
         fields.set("big", json!(1.0e300));
         fields.set("nan", Value::from(f64::NAN));
         fields.set("flag", json!(true));
+        fields.set("off", json!(false));
+        fields.set("max", json!(u64::MAX));
+        fields.set("min", json!(i64::MIN));
+        fields.set("zero", json!(0));
+        fields.set("float_int", json!(3.0));
         fields.set("events", json!(["a", {"b": [1, 2.5, null]}]));
         fields.set("status_code", json!(200));
         assert_eq!(direct(standard, &fields), via_map(standard, &fields));

@@ -929,7 +929,12 @@ async fn execute(
     }
     plan.request.stream = plan.stream;
     let started = Instant::now();
-    let call = ModelCall::start(state, provider, plan.request.clone(), FEATURE)
+    // The plan's request is not read again: moved into the call rather than copied.
+    let request = std::mem::replace(
+        &mut plan.request,
+        ModelRequest::new(Prompt::Chat(Vec::new()), plan.stream),
+    );
+    let call = ModelCall::start(state, provider, request, FEATURE)
         .await
         .map_err(|f| failure_response(&f, log))?;
     if plan.stream {
