@@ -372,6 +372,17 @@ mod handles {
         key.extend_from_slice(part.as_bytes());
     }
 
+    /// A `&'static str` by address and length: the same literal is the same text, so its bytes
+    /// need not be copied and hashed on every lookup. (Equal text at two addresses only makes two
+    /// cache entries for the same series.)
+    fn push_static(key: &mut Vec<u8>, part: &'static str) {
+        let mut bytes = [0u8; 16];
+        let (address, len) = bytes.split_at_mut(8);
+        address.copy_from_slice(&(part.as_ptr() as u64).to_le_bytes());
+        len.copy_from_slice(&(part.len() as u64).to_le_bytes());
+        key.extend_from_slice(&bytes);
+    }
+
     pub(super) fn cached<H: Clone>(
         cache: &'static LocalKey<RefCell<Cache<H>>>,
         name: &'static str,
@@ -395,9 +406,9 @@ mod handles {
                 };
                 let Cache { key, map } = &mut *cache;
                 key.clear();
-                push_part(key, name);
+                push_static(key, name);
                 for (k, v) in labels {
-                    push_part(key, k);
+                    push_static(key, k);
                     push_part(key, v);
                 }
                 if let Some(handle) = map.get(key.as_slice()) {
