@@ -343,16 +343,19 @@ mod handles {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
+    /// Keys are hashed with foldhash (seeded per process), not SipHash: the keys are ~100 bytes
+    /// and a request records about a dozen metrics, and the label sets are bounded where the
+    /// labels are computed, so there is no flooding for SipHash to guard against.
     pub(super) struct Cache<H> {
         key: Vec<u8>,
-        map: HashMap<Vec<u8>, H>,
+        map: HashMap<Vec<u8>, H, foldhash::fast::RandomState>,
     }
 
     impl<H> Default for Cache<H> {
         fn default() -> Self {
             Self {
                 key: Vec::with_capacity(256),
-                map: HashMap::new(),
+                map: HashMap::default(),
             }
         }
     }
@@ -367,6 +370,17 @@ mod handles {
     fn push_part(key: &mut Vec<u8>, part: &str) {
         key.extend_from_slice(&(part.len() as u32).to_le_bytes());
         key.extend_from_slice(part.as_bytes());
+    }
+
+    /// A `&'static str` by address and length: the same literal is the same text, so its bytes
+    /// need not be copied and hashed on every lookup. (Equal text at two addresses only makes two
+    /// cache entries for the same series.)
+    fn push_static(key: &mut Vec<u8>, part: &'static str) {
+        let mut bytes = [0u8; 16];
+        let (address, len) = bytes.split_at_mut(8);
+        address.copy_from_slice(&(part.as_ptr() as u64).to_le_bytes());
+        len.copy_from_slice(&(part.len() as u64).to_le_bytes());
+        key.extend_from_slice(&bytes);
     }
 
     pub(super) fn cached<H: Clone>(
@@ -392,9 +406,9 @@ mod handles {
                 };
                 let Cache { key, map } = &mut *cache;
                 key.clear();
-                push_part(key, name);
+                push_static(key, name);
                 for (k, v) in labels {
-                    push_part(key, k);
+                    push_static(key, k);
                     push_part(key, v);
                 }
                 if let Some(handle) = map.get(key.as_slice()) {

@@ -33,7 +33,7 @@ pub mod verify;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use ai_gateway_actors::jwks::JwksHandle;
 use futures::future::BoxFuture;
 
@@ -118,8 +118,48 @@ pub struct Authenticator {
     tokens: TokenAuthority,
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+const AUTHORIZATION: HeaderName = HeaderName::from_static("authorization");
+const BYPASS_AUTH: HeaderName = HeaderName::from_static("bypass-auth");
+const X_GITLAB_AUTHENTICATION_TYPE: HeaderName =
+    HeaderName::from_static("x-gitlab-authentication-type");
+const X_GITLAB_DUO_SEAT_COUNT: HeaderName = HeaderName::from_static("x-gitlab-duo-seat-count");
+const X_GITLAB_GLOBAL_USER_ID: HeaderName = HeaderName::from_static("x-gitlab-global-user-id");
+const X_GITLAB_INSTANCE_ID: HeaderName = HeaderName::from_static("x-gitlab-instance-id");
+const X_GITLAB_REALM: HeaderName = HeaderName::from_static("x-gitlab-realm");
+
+/// A header's value as text, if it is visible ASCII (what `HeaderValue::to_str` accepts). Names
+/// are constants, not strings parsed on every lookup.
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(visible_str)
+}
+
+/// `HeaderValue::to_str`, eight bytes at a time: the bearer token is ~1 kB, which `to_str`
+/// checks a byte at a time. A value with anything outside `' '..='~'` (a tab, which `to_str`
+/// also accepts, or a byte it refuses) goes to `to_str` itself, so the outcome is the same.
+fn visible_str(value: &HeaderValue) -> Option<&str> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bytes = value.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    let mut plain = true;
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // A byte below 0x20, or at or above 0x7f (exact word tests).
+        let control = w.wrapping_sub(LOW * 0x20) & !w;
+        let high = (w.wrapping_add(LOW) | w) & HIGH;
+        if (control & HIGH) | high != 0 {
+            plain = false;
+            break;
+        }
+    }
+    if plain && words.remainder().iter().all(|b| (0x20..0x7f).contains(b)) {
+        // All ASCII: valid UTF-8.
+        std::str::from_utf8(bytes).ok()
+    } else {
+        value.to_str().ok()
+    }
 }
 
 impl Authenticator {
@@ -227,7 +267,7 @@ impl Authenticator {
         details: &mut Option<String>,
     ) -> Result<User, String> {
         let bypass_header = self.bypass.external_with_header
-            && header(headers, "bypass-auth").is_some_and(|v| v == "true");
+            && header(headers, &BYPASS_AUTH).is_some_and(|v| v == "true");
         if self.bypass.external || bypass_header {
             tracing::error!(
                 target: "auth",
@@ -235,17 +275,17 @@ impl Authenticator {
                 if bypass_header { "_WITH_HEADER" } else { "" }
             );
             return Ok(User::debug(
-                header(headers, "x-gitlab-global-user-id").map(str::to_string),
+                header(headers, &X_GITLAB_GLOBAL_USER_ID).map(str::to_string),
             ));
         }
-        let Some(authorization) = header(headers, "authorization") else {
+        let Some(authorization) = header(headers, &AUTHORIZATION) else {
             return Err("No authorization header presented".into());
         };
         let (scheme, token) = authorization.split_once(' ').unwrap_or((authorization, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err("Invalid authorization header".into());
         }
-        if header(headers, "x-gitlab-authentication-type") != Some("oidc") {
+        if header(headers, &X_GITLAB_AUTHENTICATION_TYPE) != Some("oidc") {
             return Err("Invalid authentication token type - only OIDC is supported".into());
         }
         let claims = match self.verifier.verify(token).await {
@@ -260,27 +300,27 @@ impl Authenticator {
         *issuer = Some(claims.issuer.clone().unwrap_or_default());
         *realm = claims.gitlab_realm.clone();
 
-        let mismatch = |claim: &Option<String>, name: &str| -> bool {
+        let mismatch = |claim: &Option<String>, name: &HeaderName| -> bool {
             match claim.as_deref() {
                 Some(value) if !value.is_empty() => header(headers, name) != Some(value),
                 _ => false,
             }
         };
-        if mismatch(&claims.gitlab_realm, "x-gitlab-realm") {
+        if mismatch(&claims.gitlab_realm, &X_GITLAB_REALM) {
             return Err("Header mismatch 'X-Gitlab-Realm'".into());
         }
-        if mismatch(&claims.gitlab_instance_id, "x-gitlab-instance-id") {
+        if mismatch(&claims.gitlab_instance_id, &X_GITLAB_INSTANCE_ID) {
             return Err("Header mismatch 'X-Gitlab-Instance-Id'".into());
         }
         if claims.issuer.as_deref() == Some(self.service_name.as_str()) {
-            if mismatch(&claims.subject, "x-gitlab-global-user-id") {
+            if mismatch(&claims.subject, &X_GITLAB_GLOBAL_USER_ID) {
                 return Err("Header mismatch 'X-Gitlab-Global-User-Id'".into());
             }
-        } else if mismatch(&claims.subject, "x-gitlab-instance-id") {
+        } else if mismatch(&claims.subject, &X_GITLAB_INSTANCE_ID) {
             return Err("Header mismatch 'X-Gitlab-Instance-Id'".into());
         }
         if let Some(seats) = claims.duo_seat_count.as_deref().filter(|s| !s.is_empty()) {
-            match header(headers, "x-gitlab-duo-seat-count") {
+            match header(headers, &X_GITLAB_DUO_SEAT_COUNT) {
                 None => {
                     tracing::warn!(target: "auth", "Header is missing: 'X-Gitlab-Duo-Seat-Count'")
                 }
@@ -292,7 +332,37 @@ impl Authenticator {
         }
         Ok(User::authenticated(
             claims,
-            header(headers, "x-gitlab-global-user-id").map(str::to_string),
+            header(headers, &X_GITLAB_GLOBAL_USER_ID).map(str::to_string),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visible_str_reads_values_as_to_str_does() {
+        for len in [0, 1, 7, 8, 9, 16, 23, 64] {
+            for pos in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[pos] = b;
+                    let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                        continue;
+                    };
+                    assert_eq!(
+                        visible_str(&value),
+                        value.to_str().ok(),
+                        "{b:#x} at {pos} of {len}"
+                    );
+                }
+            }
+        }
+        let token = HeaderValue::from_static("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiI3NzcifQ.c2ln");
+        assert_eq!(
+            visible_str(&token),
+            Some("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiI3NzcifQ.c2ln")
+        );
     }
 }

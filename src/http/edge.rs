@@ -76,7 +76,19 @@ static GITLAB_HEADERS: [(&str, HeaderName); 9] = [
 
 /// A new correlation id: 32 lower-case hex characters, like `uuid4().hex`.
 pub fn new_correlation_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    hex32(fastrand::u128(..))
+}
+
+/// `n` as 32 lower-case hex digits (what `format!("{n:032x}")` gives, without the formatter).
+fn hex32(n: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().rev().enumerate() {
+        *d = HEX[((n >> (4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(&digits)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 fn correlation_id(req: &ServiceRequest) -> String {
@@ -268,14 +280,13 @@ pub async fn edge(
         client_port,
         http_version,
     } = head;
-    let message = format!(
-        "{}:{} - \"{} {} HTTP/{}\" {}",
-        client_ip,
+    let message = access_message(
+        &client_ip,
         client_port,
-        method,
-        path_query,
+        method.as_str(),
+        &path_query,
         http_version,
-        status.as_u16()
+        status.as_u16(),
     );
     fields.set("status_code", Value::from(status.as_u16()));
     let head = fields;
@@ -291,6 +302,34 @@ pub async fn edge(
 }
 
 /// The standard access-log fields known when the request arrives, in the original's order.
+/// `<ip>:<port> - "<METHOD> <path> HTTP/<ver>" <status>`, appended piece by piece (no
+/// formatting machinery on the hot path).
+fn access_message(
+    client_ip: &str,
+    client_port: u16,
+    method: &str,
+    path_query: &str,
+    http_version: &str,
+    status: u16,
+) -> String {
+    let mut numbers = itoa::Buffer::new();
+    let mut out = String::with_capacity(
+        client_ip.len() + method.len() + path_query.len() + http_version.len() + 32,
+    );
+    out.push_str(client_ip);
+    out.push(':');
+    out.push_str(numbers.format(client_port));
+    out.push_str(" - \"");
+    out.push_str(method);
+    out.push(' ');
+    out.push_str(path_query);
+    out.push_str(" HTTP/");
+    out.push_str(http_version);
+    out.push_str("\" ");
+    out.push_str(numbers.format(status));
+    out
+}
+
 fn request_head(
     req: &ServiceRequest,
     cid: &str,
@@ -336,35 +375,37 @@ fn request_head(
         .unwrap_or(-1.0);
 
     let mut m = Fields::with_capacity(48);
-    m.set(
-        "url",
-        Value::String(format!("{scheme}://{host}{path_query}")),
-    );
-    m.set("path", Value::String(uri.path().to_string()));
-    m.set("status_code", Value::Null);
-    m.set("method", Value::String(req.method().to_string()));
-    m.set("correlation_id", Value::String(cid.to_string()));
-    m.set("http_version", Value::String(http_version.into()));
-    m.set("client_ip", Value::String(client_ip.clone()));
-    m.set("client_port", Value::from(client_port));
+    let mut url = String::with_capacity(scheme.len() + 3 + host.len() + path_query.len());
+    url.push_str(&scheme);
+    url.push_str("://");
+    url.push_str(&host);
+    url.push_str(&path_query);
+    m.push_new("url", Value::String(url));
+    m.push_new("path", Value::String(uri.path().to_string()));
+    m.push_new("status_code", Value::Null);
+    m.push_new("method", Value::String(req.method().as_str().to_owned()));
+    m.push_new("correlation_id", Value::String(cid.to_string()));
+    m.push_new("http_version", Value::String(http_version.into()));
+    m.push_new("client_ip", Value::String(client_ip.clone()));
+    m.push_new("client_port", Value::from(client_port));
     // Filled in when the body ends; inserted now to keep the original's field order.
-    m.set("duration_s", Value::Null);
-    m.set("duration_request", Value::from(duration_request));
-    m.set(
+    m.push_new("duration_s", Value::Null);
+    m.push_new("duration_request", Value::from(duration_request));
+    m.push_new(
         "request_arrived_at",
-        Value::String(arrived_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        Value::String(crate::logging::rfc3339_micros(&arrived_at)),
     );
     for timing in [
         "response_start_duration_s",
         "first_chunk_duration_s",
         "cpu_s",
     ] {
-        m.set(timing, Value::Null);
+        m.push_new(timing, Value::Null);
     }
-    m.set("content_type", header_str(req, &header::CONTENT_TYPE));
-    m.set("user_agent", header_str(req, &header::USER_AGENT));
+    m.push_new("content_type", header_str(req, &header::CONTENT_TYPE));
+    m.push_new("user_agent", header_str(req, &header::USER_AGENT));
     for (field, name) in &GITLAB_HEADERS {
-        m.set(field, header_str(req, name));
+        m.push_new(field, header_str(req, name));
     }
     RequestHead {
         fields: m,
@@ -396,4 +437,42 @@ pub fn arrival_of(req: &impl HttpMessage) -> Option<Instant> {
 /// The authenticated user of a request, put there by [`edge`].
 pub fn user_of(req: &impl HttpMessage) -> Option<Arc<User>> {
     req.extensions().get::<Arc<User>>().cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_32_hex_digits_as_the_format_gave() {
+        for n in [0, 1, 0xabc, u128::MAX, u128::MAX / 3, 1 << 127] {
+            assert_eq!(hex32(n), format!("{n:032x}"));
+        }
+        for _ in 0..1000 {
+            let n = fastrand::u128(..);
+            assert_eq!(hex32(n), format!("{n:032x}"));
+        }
+        assert_eq!(new_correlation_id().len(), 32);
+    }
+
+    #[test]
+    fn the_access_message_reads_as_the_format_did() {
+        for (ip, port, method, path, version, status) in [
+            (
+                "127.0.0.1",
+                45770,
+                "POST",
+                "/v2/code/completions?a=b",
+                "1.1",
+                200,
+            ),
+            ("10.0.0.1", 0, "GET", "/", "2", 503),
+            ("::1", 65535, "OPTIONS", "/x y", "1.0", 99),
+        ] {
+            assert_eq!(
+                access_message(ip, port, method, path, version, status),
+                format!("{ip}:{port} - \"{method} {path} HTTP/{version}\" {status}")
+            );
+        }
+    }
 }

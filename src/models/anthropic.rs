@@ -16,7 +16,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use reqwest::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::http_client::{join_url, Upstream};
@@ -33,11 +34,40 @@ const LEGACY_MAX_TOKENS: u32 = 2048;
 const TEMPERATURE: f64 = 0.2;
 
 /// The Anthropic upstream shared by every Anthropic model.
+///
+/// The endpoint URLs and the key's header value are made once here rather than per call (reqwest
+/// would parse the URL string and validate the header value on every request). Should either not
+/// parse, the call passes the raw string instead, so that reqwest reports it as it always did.
 #[derive(Debug)]
 pub struct AnthropicClient {
     upstream: Upstream,
-    base_url: String,
+    messages: Endpoint,
+    complete: Endpoint,
     api_key: Option<String>,
+    api_key_header: Option<HeaderValue>,
+}
+
+/// An endpoint's URL, joined once, and parsed when it parses.
+#[derive(Debug)]
+struct Endpoint {
+    text: String,
+    url: Option<reqwest::Url>,
+}
+
+impl Endpoint {
+    fn new(base_url: &str, path: &str) -> Self {
+        let text = join_url(base_url, path);
+        let url = reqwest::Url::parse(&text).ok();
+        Self { text, url }
+    }
+
+    /// A POST to the endpoint.
+    fn post(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        match &self.url {
+            Some(url) => http.post(url.clone()),
+            None => http.post(&self.text),
+        }
+    }
 }
 
 impl AnthropicClient {
@@ -45,11 +75,18 @@ impl AnthropicClient {
     pub fn new(upstream: Upstream, base_url: &str, api_key: Option<String>) -> Self {
         Self {
             upstream: upstream.with_secret(api_key.as_deref()),
-            base_url: base_url.to_string(),
+            messages: Endpoint::new(base_url, "v1/messages"),
+            complete: Endpoint::new(base_url, "v1/complete"),
+            api_key_header: api_key
+                .as_deref()
+                .and_then(|k| HeaderValue::from_str(k).ok()),
             api_key,
         }
     }
 }
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
 /// Which Anthropic API a model is called through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,50 +124,75 @@ fn positive_f64(v: Option<f64>, default: f64) -> f64 {
     v.filter(|v| *v != 0.0).unwrap_or(default)
 }
 
-/// The Messages API body.
+/// The Messages API body, as a value (Claude on Vertex edits it).
 pub fn messages_body(model: &str, request: &ModelRequest, stream: bool) -> Value {
-    let mut body = Map::new();
-    body.insert("model".into(), json!(model));
-    body.insert(
-        "max_tokens".into(),
-        json!(positive_u32(request.params.max_tokens, MESSAGES_MAX_TOKENS)),
-    );
-    let mut system = Vec::new();
-    let messages: Vec<Value> = match &request.prompt {
-        Prompt::Chat(messages) => messages
-            .iter()
-            .filter_map(|m| {
-                if m.role == "system" {
-                    system.push(m.content.clone());
-                    None
-                } else {
-                    Some(json!({"role": m.role, "content": m.content}))
-                }
-            })
-            .collect(),
-        Prompt::Text { prefix, .. } => vec![json!({"role": "user", "content": prefix})],
-    };
-    if !system.is_empty() {
-        body.insert("system".into(), json!(system.join("\n")));
+    serde_json::to_value(MessagesBody::new(model, request, stream)).unwrap_or_default()
+}
+
+/// The Messages API body, serialised from borrowed fields: no map, no per-key hashing, no
+/// copies of the prompt. Fields in the order the original sends them.
+#[derive(Debug, Serialize)]
+pub struct MessagesBody<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    messages: Vec<RoleContent<'a>>,
+    temperature: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop_sequences: &'a [String],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+/// One message of a Messages body.
+#[derive(Debug, Serialize)]
+struct RoleContent<'a> {
+    role: &'a str,
+    content: &'a str,
+}
+
+impl<'a> MessagesBody<'a> {
+    /// The body for `request` to `model`: the original's defaults for falsy parameters, system
+    /// messages joined into `system`.
+    pub fn new(model: &'a str, request: &'a ModelRequest, stream: bool) -> Self {
+        let mut system: Vec<&str> = Vec::new();
+        let messages = match &request.prompt {
+            Prompt::Chat(messages) => messages
+                .iter()
+                .filter_map(|m| {
+                    if m.role == "system" {
+                        system.push(&m.content);
+                        None
+                    } else {
+                        Some(RoleContent {
+                            role: &m.role,
+                            content: &m.content,
+                        })
+                    }
+                })
+                .collect(),
+            Prompt::Text { prefix, .. } => vec![RoleContent {
+                role: "user",
+                content: prefix,
+            }],
+        };
+        Self {
+            model,
+            max_tokens: positive_u32(request.params.max_tokens, MESSAGES_MAX_TOKENS),
+            system: (!system.is_empty()).then(|| system.join("\n")),
+            messages,
+            temperature: positive_f64(request.params.temperature, TEMPERATURE),
+            top_p: request.params.top_p.filter(|v| *v != 0.0),
+            top_k: request.params.top_k.filter(|v| *v != 0),
+            stop_sequences: &request.params.stop,
+            stream,
+        }
     }
-    body.insert("messages".into(), Value::Array(messages));
-    body.insert(
-        "temperature".into(),
-        json!(positive_f64(request.params.temperature, TEMPERATURE)),
-    );
-    if let Some(top_p) = request.params.top_p.filter(|v| *v != 0.0) {
-        body.insert("top_p".into(), json!(top_p));
-    }
-    if let Some(top_k) = request.params.top_k.filter(|v| *v != 0) {
-        body.insert("top_k".into(), json!(top_k));
-    }
-    if !request.params.stop.is_empty() {
-        body.insert("stop_sequences".into(), json!(request.params.stop));
-    }
-    if stream {
-        body.insert("stream".into(), json!(true));
-    }
-    Value::Object(body)
 }
 
 /// The legacy Text Completions body.
@@ -433,28 +495,34 @@ impl AnthropicModel {
         };
         let model = self.metadata.name.as_str();
         let stream = request.stream;
-        let (path, body) = match self.api {
-            Api::Messages => ("v1/messages", messages_body(model, &request, stream)),
-            Api::Legacy => ("v1/complete", legacy_body(model, &request, stream)),
+        let (endpoint, body) = match self.api {
+            Api::Messages => (
+                &client.messages,
+                serde_json::to_vec(&MessagesBody::new(model, &request, stream)),
+            ),
+            Api::Legacy => (
+                &client.complete,
+                serde_json::to_vec(&legacy_body(model, &request, stream)),
+            ),
         };
-        let url = join_url(&client.base_url, path);
-        let body =
-            bytes::Bytes::from(serde_json::to_vec(&body).map_err(|e| protocol(e.to_string()))?);
+        let body = bytes::Bytes::from(body.map_err(|e| protocol(e.to_string()))?);
+        let accept = HeaderValue::from_static(if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        });
         let response = client
             .upstream
             .send(|http| {
-                http.post(&url)
-                    .header("x-api-key", &key)
-                    .header("anthropic-version", API_VERSION)
-                    .header("content-type", "application/json")
-                    .header(
-                        "accept",
-                        if stream {
-                            "text/event-stream"
-                        } else {
-                            "application/json"
-                        },
-                    )
+                let builder = endpoint.post(http);
+                let builder = match &client.api_key_header {
+                    Some(value) => builder.header(X_API_KEY, value.clone()),
+                    None => builder.header(X_API_KEY, key.as_str()),
+                };
+                builder
+                    .header(ANTHROPIC_VERSION, HeaderValue::from_static(API_VERSION))
+                    .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                    .header(ACCEPT, accept.clone())
                     .body(body.clone())
             })
             .await?;
@@ -574,6 +642,42 @@ mod tests {
         assert_eq!(b["messages"], json!([{"role": "user", "content": "hi"}]));
         assert_eq!(b["stop_sequences"], json!(["</new_code>"]));
         assert_eq!(b["stream"], true);
+    }
+
+    #[test]
+    fn the_messages_body_is_byte_exact() {
+        let mut r = ModelRequest::new(
+            Prompt::Chat(vec![
+                Message::new("system", "be brief"),
+                Message::new("user", "q\"x\n"),
+                Message::new("system", "and kind"),
+                Message::new("assistant", "a"),
+            ]),
+            true,
+        );
+        r.params.top_p = Some(0.95);
+        r.params.top_k = Some(40);
+        r.params.temperature = Some(0.0);
+        r.params.stop = vec!["\n\n".into()];
+        let body = serde_json::to_string(&MessagesBody::new("m", &r, true)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"model":"m","max_tokens":4096,"system":"be brief\nand kind","messages":[{"role":"user","content":"q\"x\n"},{"role":"assistant","content":"a"}],"temperature":0.2,"top_p":0.95,"top_k":40,"stop_sequences":["\n\n"],"stream":true}"#
+        );
+        assert_eq!(body, messages_body("m", &r, true).to_string());
+        let plain = ModelRequest::new(
+            Prompt::Text {
+                prefix: "def f():".into(),
+                suffix: None,
+            },
+            false,
+        );
+        let body = serde_json::to_string(&MessagesBody::new("m", &plain, false)).unwrap();
+        assert_eq!(
+            body,
+            r#"{"model":"m","max_tokens":4096,"messages":[{"role":"user","content":"def f():"}],"temperature":0.2}"#
+        );
+        assert_eq!(body, messages_body("m", &plain, false).to_string());
     }
 
     #[test]
