@@ -13,6 +13,8 @@ command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
+# The system CA roots the upstream clients trust (src/tls.rs loads them).
+[ -s /etc/ssl/certs/ca-certificates.crt ] || need_pkgs+=(ca-certificates)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

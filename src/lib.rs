@@ -25,3 +25,4 @@ pub mod readiness;
 pub mod runtime;
 pub mod state;
 pub mod telemetry;
+pub mod tls;

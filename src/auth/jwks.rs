@@ -64,7 +64,7 @@ pub async fn fetch_key_set(client: &reqwest::Client, base: &str) -> Result<KeySe
 
 /// The fetch function of one issuer.
 pub fn http_fetcher(base: String, timeout: Duration) -> FetchFn<KeySet> {
-    let client = reqwest::Client::builder()
+    let client = crate::tls::client_builder()
         .timeout(timeout)
         .tcp_nodelay(true)
         .build()

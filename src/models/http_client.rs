@@ -214,7 +214,7 @@ struct ClientSettings {
 
 impl ClientSettings {
     fn build(&self) -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
+        crate::tls::client_builder()
             .tcp_nodelay(true)
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30))

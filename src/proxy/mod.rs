@@ -58,7 +58,7 @@ pub fn base_url(endpoint: &str) -> String {
 
 /// The proxies' HTTP client.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    crate::tls::client_builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(30))
