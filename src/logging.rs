@@ -282,7 +282,7 @@ fn is_clean(bytes: &[u8]) -> bool {
 /// clean ASCII: a string is checked eight bytes at a time and, when clean (nearly always),
 /// copied with one `extend_from_slice`, instead of serde_json's table lookup and branch per byte
 /// (the access log writes ~65 strings, ~1.5 kB, per request).
-pub(crate) fn push_json_str(buf: &mut Vec<u8>, s: &str) {
+fn push_json_str(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');

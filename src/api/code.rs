@@ -1121,71 +1121,8 @@ async fn v2_respond(
                     })
                     .collect(),
             };
-            Ok(response_with_overhead(req, waited)
-                .content_type("application/json")
-                .body(body.to_json()))
+            Ok(json_response(response_with_overhead(req, waited), &body))
         }
-    }
-}
-
-impl V2Body<'_> {
-    /// The body's JSON: byte for byte what serde_json writes for the derived `Serialize` (the
-    /// unit test holds the two together), written directly with the access log's word-at-a-time
-    /// string escaping; serde_json escapes every key and string a byte at a time.
-    fn to_json(&self) -> Vec<u8> {
-        use crate::logging::push_json_str;
-        let mut numbers = itoa::Buffer::new();
-        let text_len: usize = self.choices.iter().map(|c| c.text.len() + 64).sum();
-        let mut out = Vec::with_capacity(256 + text_len);
-        out.extend_from_slice(b"{\"id\":");
-        push_json_str(&mut out, self.id);
-        out.extend_from_slice(b",\"model\":{\"engine\":");
-        push_json_str(&mut out, self.model.engine);
-        out.extend_from_slice(b",\"name\":");
-        push_json_str(&mut out, self.model.name);
-        out.extend_from_slice(b",\"lang\":");
-        push_json_str(&mut out, self.model.lang);
-        out.extend_from_slice(b",\"tokens_consumption_metadata\":");
-        match &self.model.tokens_consumption_metadata {
-            None => out.extend_from_slice(b"null"),
-            Some(t) => {
-                out.extend_from_slice(b"{\"input_tokens\":");
-                out.extend_from_slice(numbers.format(t.input_tokens).as_bytes());
-                out.extend_from_slice(b",\"output_tokens\":");
-                out.extend_from_slice(numbers.format(t.output_tokens).as_bytes());
-                out.extend_from_slice(b",\"context_tokens_sent\":");
-                out.extend_from_slice(numbers.format(t.context_tokens_sent).as_bytes());
-                out.extend_from_slice(b",\"context_tokens_used\":");
-                out.extend_from_slice(numbers.format(t.context_tokens_used).as_bytes());
-                out.push(b'}');
-            }
-        }
-        out.extend_from_slice(b"},\"experiments\":");
-        if self.experiments.is_empty() {
-            out.extend_from_slice(b"[]");
-        } else {
-            // Values always serialise (their keys are strings); writing to a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, self.experiments);
-        }
-        out.extend_from_slice(b",\"object\":");
-        push_json_str(&mut out, self.object);
-        out.extend_from_slice(b",\"created\":");
-        out.extend_from_slice(numbers.format(self.created).as_bytes());
-        out.extend_from_slice(b",\"choices\":[");
-        for (i, choice) in self.choices.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"text\":");
-            push_json_str(&mut out, choice.text);
-            out.extend_from_slice(b",\"index\":");
-            out.extend_from_slice(numbers.format(choice.index).as_bytes());
-            out.extend_from_slice(b",\"finish_reason\":");
-            push_json_str(&mut out, choice.finish_reason);
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"]}");
-        out
     }
 }
 
@@ -1433,59 +1370,4 @@ async fn v4_suggestions(
 #[allow(dead_code)]
 fn _extensions(req: &HttpRequest) -> bool {
     req.extensions().contains::<RequestLog>()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_v2_body_is_what_serde_json_writes() {
-        let experiments = [json!({"name": "exp_truncate_suffix", "variant": 0})];
-        let texts = [
-            "def f():\n    return \"x\"\t\\ é \u{1} \u{1f600}".to_string(),
-            String::new(),
-            "second".to_string(),
-        ];
-        for tokens in [
-            None,
-            Some(V2Tokens {
-                input_tokens: 33,
-                output_tokens: u64::MAX,
-                context_tokens_sent: 0,
-                context_tokens_used: 7,
-            }),
-        ] {
-            for (experiments, choices) in [
-                (&experiments[..], 0..texts.len()),
-                (&[][..], 0..1),
-                (&[][..], 0..0),
-            ] {
-                let body = V2Body {
-                    id: "id",
-                    model: V2Model {
-                        engine: "anthropic",
-                        name: "claude-3-5-sonnet-20240620",
-                        lang: "",
-                        tokens_consumption_metadata: tokens.as_ref().map(|t| V2Tokens { ..*t }),
-                    },
-                    experiments,
-                    object: "text_completion",
-                    created: -1_700_000_000,
-                    choices: texts[choices]
-                        .iter()
-                        .map(|text| Choice {
-                            text,
-                            index: 0,
-                            finish_reason: "length",
-                        })
-                        .collect(),
-                };
-                assert_eq!(
-                    String::from_utf8(body.to_json()).unwrap(),
-                    serde_json::to_string(&body).unwrap()
-                );
-            }
-        }
-    }
 }
