@@ -33,8 +33,12 @@ pub mod verify;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use ai_gateway_actors::jwks::JwksHandle;
+
+use crate::http::headers::{
+    X_GITLAB_DUO_SEAT_COUNT, X_GITLAB_GLOBAL_USER_ID, X_GITLAB_INSTANCE_ID, X_GITLAB_REALM,
+};
 use futures::future::BoxFuture;
 
 pub use user::{Claims, User};
@@ -118,48 +122,14 @@ pub struct Authenticator {
     tokens: TokenAuthority,
 }
 
-const AUTHORIZATION: HeaderName = HeaderName::from_static("authorization");
 const BYPASS_AUTH: HeaderName = HeaderName::from_static("bypass-auth");
 const X_GITLAB_AUTHENTICATION_TYPE: HeaderName =
     HeaderName::from_static("x-gitlab-authentication-type");
-const X_GITLAB_DUO_SEAT_COUNT: HeaderName = HeaderName::from_static("x-gitlab-duo-seat-count");
-const X_GITLAB_GLOBAL_USER_ID: HeaderName = HeaderName::from_static("x-gitlab-global-user-id");
-const X_GITLAB_INSTANCE_ID: HeaderName = HeaderName::from_static("x-gitlab-instance-id");
-const X_GITLAB_REALM: HeaderName = HeaderName::from_static("x-gitlab-realm");
 
-/// A header's value as text, if it is visible ASCII (what `HeaderValue::to_str` accepts). Names
-/// are constants, not strings parsed on every lookup.
+/// A header's value as text, if it is visible ASCII. Names are constants, not strings parsed on
+/// every lookup.
 fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers.get(name).and_then(visible_str)
-}
-
-/// `HeaderValue::to_str`, eight bytes at a time: the bearer token is ~1 kB, which `to_str`
-/// checks a byte at a time. A value with anything outside `' '..='~'` (a tab, which `to_str`
-/// also accepts, or a byte it refuses) goes to `to_str` itself, so the outcome is the same.
-fn visible_str(value: &HeaderValue) -> Option<&str> {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let bytes = value.as_bytes();
-    let mut words = bytes.chunks_exact(8);
-    let mut plain = true;
-    for chunk in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        // A byte below 0x20, or at or above 0x7f (exact word tests).
-        let control = w.wrapping_sub(LOW * 0x20) & !w;
-        let high = (w.wrapping_add(LOW) | w) & HIGH;
-        if (control & HIGH) | high != 0 {
-            plain = false;
-            break;
-        }
-    }
-    if plain && words.remainder().iter().all(|b| (0x20..0x7f).contains(b)) {
-        // All ASCII: valid UTF-8.
-        std::str::from_utf8(bytes).ok()
-    } else {
-        value.to_str().ok()
-    }
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 impl Authenticator {
@@ -334,35 +304,5 @@ impl Authenticator {
             claims,
             header(headers, &X_GITLAB_GLOBAL_USER_ID).map(str::to_string),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn visible_str_reads_values_as_to_str_does() {
-        for len in [0, 1, 7, 8, 9, 16, 23, 64] {
-            for pos in 0..len {
-                for b in 0..=255u8 {
-                    let mut bytes = vec![b'x'; len];
-                    bytes[pos] = b;
-                    let Ok(value) = HeaderValue::from_bytes(&bytes) else {
-                        continue;
-                    };
-                    assert_eq!(
-                        visible_str(&value),
-                        value.to_str().ok(),
-                        "{b:#x} at {pos} of {len}"
-                    );
-                }
-            }
-        }
-        let token = HeaderValue::from_static("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiI3NzcifQ.c2ln");
-        assert_eq!(
-            visible_str(&token),
-            Some("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiI3NzcifQ.c2ln")
-        );
     }
 }

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::headers;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -43,14 +44,8 @@ static GITLAB_HEADERS: [(&str, HeaderName); 9] = [
         "gitlab_language_server_version",
         HeaderName::from_static("x-gitlab-language-server-version"),
     ),
-    (
-        "gitlab_instance_id",
-        HeaderName::from_static("x-gitlab-instance-id"),
-    ),
-    (
-        "gitlab_global_user_id",
-        HeaderName::from_static("x-gitlab-global-user-id"),
-    ),
+    ("gitlab_instance_id", headers::X_GITLAB_INSTANCE_ID),
+    ("gitlab_global_user_id", headers::X_GITLAB_GLOBAL_USER_ID),
     (
         "gitlab_host_name",
         HeaderName::from_static("x-gitlab-host-name"),
@@ -67,11 +62,8 @@ static GITLAB_HEADERS: [(&str, HeaderName); 9] = [
         "gitlab_feature_enabled_by_namespace_ids",
         HeaderName::from_static("x-gitlab-feature-enabled-by-namespace-ids"),
     ),
-    ("gitlab_realm", HeaderName::from_static("x-gitlab-realm")),
-    (
-        "gitlab_duo_seat_count",
-        HeaderName::from_static("x-gitlab-duo-seat-count"),
-    ),
+    ("gitlab_realm", headers::X_GITLAB_REALM),
+    ("gitlab_duo_seat_count", headers::X_GITLAB_DUO_SEAT_COUNT),
 ];
 
 /// A new correlation id: 32 lower-case hex characters, like `uuid4().hex`.

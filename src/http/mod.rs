@@ -5,4 +5,5 @@ pub mod body;
 pub mod disconnect;
 pub mod edge;
 pub mod error;
+pub mod headers;
 pub mod server;
