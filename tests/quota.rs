@@ -483,7 +483,10 @@ async fn two_gateways_sharing_redis_admit_exactly_the_limit_between_them() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert!(ttl > 0, "{key} has no expiry ({ttl})");
+        // -2: the key went between KEYS and PTTL (the last lease is released after its
+        // response is sent, so the set of leases can still be there when KEYS runs). Only -1,
+        // a key without an expiry, is a leak.
+        assert!(ttl > 0 || ttl == -2, "{key} has no expiry ({ttl})");
     }
 }
 
