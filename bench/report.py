@@ -111,6 +111,16 @@ lines.append("## Memory (gateway RSS)\n")
 lines.append(f"Idle after start: {int(idle_kb) / 1024:.1f} MB. After the non-streaming sweep: {int(load_kb) / 1024:.1f} MB. "
              f"After the streaming runs: {int(after_kb) / 1024:.1f} MB.\n")
 
+# The hand-written analysis below the generated tables (from the marker on) survives a new run.
+MARKER = "<!-- analysis: kept by bench/report.py across runs -->"
+kept = ""
+if os.path.exists("BENCHMARKS.md"):
+    with open("BENCHMARKS.md") as f:
+        old = f.read()
+    if MARKER in old:
+        kept = old[old.index(MARKER):]
 with open("BENCHMARKS.md", "w") as f:
     f.write("\n".join(lines) + "\n")
+    if kept:
+        f.write("\n" + kept)
 print("\n".join(lines))
