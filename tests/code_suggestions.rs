@@ -761,6 +761,105 @@ async fn v2_generations_with_prompt_id_run_the_registry_prompt() {
     assert_eq!(body["model"]["name"], "Claude 3 Code Generations Agent");
 }
 
+fn component_with_prompt_id(prompt_id: &str, stream: bool) -> Value {
+    json!({"prompt_components": [{"type": "code_editor_generation", "payload": {
+        "file_name": "main.py", "content_above_cursor": "# sum two numbers\ndef add(",
+        "content_below_cursor": "\nprint(add(1, 2))\n", "prompt_id": prompt_id,
+        "prompt": "write an add function",
+        "prompt_enhancer": {"user_instruction": "write a typed add function"},
+        "stream": stream}}]})
+}
+
+#[tokio::test]
+async fn v3_and_v4_generations_with_prompt_id_run_the_registry_prompt() {
+    let gw = dev();
+    let res = post(
+        &gw,
+        "/v3/code/completions",
+        component_with_prompt_id("code_suggestions/generations", false),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["metadata"]["model"]["engine"], "agent");
+    assert_eq!(
+        body["metadata"]["model"]["name"],
+        "Claude 3 Code Generations Agent"
+    );
+    assert_eq!(body["metadata"]["model"]["lang"], "python");
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    let echo: Value = serde_json::from_str(text.strip_prefix("echo: ").unwrap()).unwrap();
+    let messages = echo["messages"].as_array().unwrap();
+    let system = messages[0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("writing python in the file main.py"),
+        "{system}"
+    );
+    assert!(
+        system.contains("# sum two numbers\ndef add(<cursor>\nprint(add(1, 2))"),
+        "{system}"
+    );
+    // The prompt enhancer's variables win over the standard inputs.
+    assert_eq!(messages[1]["content"], "write a typed add function");
+    let log = gw.access_log("/v3/code/completions");
+    assert_eq!(log["model_engine"], "agent");
+    assert_eq!(log["prompt_id"], "code_suggestions/generations");
+
+    // v4 streams it as SSE, the start event naming the prompt's model.
+    let res = post(
+        &gw,
+        "/v4/code/suggestions",
+        component_with_prompt_id("code_suggestions/generations", true),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.starts_with("event: stream_start\r\ndata: {\"metadata\": {\"model\": {\"engine\": \"agent\", \"name\": \"Claude 3 Code Generations Agent\"}"),
+        "{text}"
+    );
+    let content: String = text
+        .split("\r\n\r\n")
+        .filter_map(|event| event.strip_prefix("event: content_chunk\r\ndata: "))
+        .map(|data| {
+            let data: Value = serde_json::from_str(data).unwrap();
+            data["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(content.contains("write a typed add function"), "{content}");
+    assert!(
+        text.ends_with("event: stream_end\r\ndata: null\r\n\r\n"),
+        "{text}"
+    );
+
+    // The same errors as /v2/code/generations, where the original answers 500.
+    let res = post(
+        &gw,
+        "/v3/code/completions",
+        component_with_prompt_id("no/such/prompt", false),
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["detail"],
+        "Prompt 'no/such/prompt' not found"
+    );
+    let res = post(
+        &gw,
+        "/v4/code/suggestions",
+        component_with_prompt_id("chat/react", false),
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["detail"],
+        "Prompt 'chat/react' is not supported"
+    );
+}
+
 #[tokio::test]
 async fn v2_generations_with_prompt_id_errors() {
     let gw = dev();

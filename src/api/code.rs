@@ -7,9 +7,10 @@
 //! whole answer (spec 5.5; streams are never post-processed), and answer in the endpoint's
 //! shape: the v2 JSON, the v3/v4 JSON, raw text streams, or v4's SSE.
 //!
-//! A `/v2/code/generations` body with `prompt_id` runs a registry prompt instead (spec 3.2 rule
-//! 1): the same planning, with the model resolved from the prompt definition (or the client's
-//! self-hosted model) by `prompt_model::provider_for`, reported as engine `agent`.
+//! A `/v2/code/generations` body or a v3/v4 generation component with `prompt_id` runs a
+//! registry prompt instead (spec 3.2 rule 1, 3.3): the same planning, with the model resolved
+//! from the prompt definition (or, on v2, the client's self-hosted model) by
+//! `prompt_model::provider_for`, reported as engine `agent`.
 //!
 //! Where the original crashes with a 500 on a bad combination of fields (a `code_context` as the
 //! first v3 component, an Anthropic completion without a message list), this gateway answers a
@@ -746,9 +747,8 @@ fn agent_model_metadata(body: &CodeSuggestionsRequest) -> Result<Option<ModelMet
 }
 
 /// `/v2/code/generations` with `prompt_id` (spec 3.2 rule 1): the registry prompt, its type from
-/// `model_name` / `AIGW_DEFAULT_PROMPTS` / `base`, rendered with what the original passes its
-/// prompt (`prefix`, `suffix`, `file_name`, `language`, plus `user_instruction`: the client's
-/// `prompt` text, or empty), answered by the prompt's model or the `model_metadata` one.
+/// `model_name` / `AIGW_DEFAULT_PROMPTS` / `base`, answered by the prompt's model or the
+/// `model_metadata` one. The user instruction is the client's `prompt` text, or empty.
 fn plan_agent_generation(
     req: &HttpRequest,
     state: &AppState,
@@ -756,15 +756,58 @@ fn plan_agent_generation(
     prompt_id: &str,
 ) -> Result<Plan, ApiError> {
     let file = &body.current_file;
-    let language = Language::detect(&file.file_name, file.language_identifier.as_deref());
-    let stream = body.stream.unwrap_or(false);
     let metadata = agent_model_metadata(body)?;
+    plan_registry_generation(
+        req,
+        state,
+        RegistryGeneration {
+            prompt_id,
+            file_name: &file.file_name,
+            content_above_cursor: &file.content_above_cursor,
+            content_below_cursor: &file.content_below_cursor,
+            language_identifier: file.language_identifier.as_deref(),
+            stream: body.stream.unwrap_or(false),
+            metadata,
+            user_instruction: match &body.prompt {
+                Some(ReqPrompt::Text(text)) => text,
+                _ => "",
+            },
+            enhancer: None,
+        },
+    )
+}
+
+/// A code generation by a registry prompt, from `/v2/code/generations` or from a v3/v4
+/// `code_editor_generation` component.
+struct RegistryGeneration<'a> {
+    prompt_id: &'a str,
+    file_name: &'a str,
+    content_above_cursor: &'a str,
+    content_below_cursor: &'a str,
+    language_identifier: Option<&'a str>,
+    stream: bool,
+    /// The client's model (v2 only); `None`: the prompt's own.
+    metadata: Option<ModelMetadata>,
+    user_instruction: &'a str,
+    /// v3/v4 `prompt_enhancer`: further template variables, which win over the standard ones.
+    enhancer: Option<&'a serde_json::Map<String, Value>>,
+}
+
+/// Resolve, authorize and render the registry prompt of `g`. Where the original answers a 500
+/// (unknown prompt, missing unit primitives, an agent prompt), this answers 404, 403 and 422.
+fn plan_registry_generation(
+    req: &HttpRequest,
+    state: &AppState,
+    g: RegistryGeneration<'_>,
+) -> Result<Plan, ApiError> {
+    let prompt_id = g.prompt_id;
+    let language = Language::detect(g.file_name, g.language_identifier);
     let entry = state
         .prompts
         .resolve(
             prompt_id,
             DEFAULT_CONSTRAINT,
-            metadata.as_ref().map(|m| m.name.as_str()),
+            g.metadata.as_ref().map(|m| m.name.as_str()),
         )
         .map_err(|e| match e {
             ResolveError::NotFound | ResolveError::InvalidConstraint => ApiError::detail(
@@ -793,28 +836,29 @@ fn plan_agent_generation(
             "Prompt '{prompt_id}' is not supported"
         )));
     }
-    if metadata.is_some() && !state.settings.custom_models.enabled {
+    if g.metadata.is_some() && !state.settings.custom_models.enabled {
         return Err(unprocessable(
             "Endpoint override not allowed when custom models are disabled.",
         ));
     }
-    let editor_language = file
+    let editor_language = g
         .language_identifier
-        .clone()
         .filter(|l| !l.is_empty())
+        .map(str::to_string)
         .or_else(|| language.map(|l| l.display_name().to_string()))
         .unwrap_or_default()
         .to_lowercase();
-    let instruction = match &body.prompt {
-        Some(ReqPrompt::Text(text)) => text.clone(),
-        _ => String::new(),
-    };
     let mut inputs = serde_json::Map::new();
-    inputs.insert("prefix".into(), json!(file.content_above_cursor));
-    inputs.insert("suffix".into(), json!(file.content_below_cursor));
-    inputs.insert("file_name".into(), json!(file.file_name));
+    inputs.insert("prefix".into(), json!(g.content_above_cursor));
+    inputs.insert("suffix".into(), json!(g.content_below_cursor));
+    inputs.insert("file_name".into(), json!(g.file_name));
     inputs.insert("language".into(), json!(editor_language));
-    inputs.insert("user_instruction".into(), json!(instruction));
+    inputs.insert("user_instruction".into(), json!(g.user_instruction));
+    if let Some(enhancer) = g.enhancer {
+        for (key, value) in enhancer {
+            inputs.insert(key.clone(), value.clone());
+        }
+    }
     let messages = state
         .prompts
         .render(&entry, &inputs)
@@ -822,16 +866,16 @@ fn plan_agent_generation(
     let log = RequestLog::of(req);
     log.set("prompt_id", prompt_id);
     log.set("prompt_version", entry.version.to_string());
-    let model = prompt_model::provider_for(state, &entry, metadata.as_ref())?;
+    let model = prompt_model::provider_for(state, &entry, g.metadata.as_ref())?;
     Ok(Plan {
         target: Target::Agent(entry.definition.name.clone()),
-        request: prompt_model::model_request(&entry, messages, stream),
+        request: prompt_model::model_request(&entry, messages, g.stream),
         lang: language.map(|l| l.lang_label()).unwrap_or(""),
         post: Post::AnthropicGeneration,
         tokens: None,
         experiments: Vec::new(),
         skip_call: false,
-        stream,
+        stream: g.stream,
         model: Some(model),
     })
 }
@@ -1169,7 +1213,11 @@ async fn v2_generations(
 }
 
 /// Plan the action of a v3/v4 body: its first component decides (spec 3.3).
-fn plan_components(req: &HttpRequest, components: &[PromptComponent]) -> Result<Plan, ApiError> {
+fn plan_components(
+    req: &HttpRequest,
+    state: &AppState,
+    components: &[PromptComponent],
+) -> Result<Plan, ApiError> {
     let context: Vec<String> =
         if supports_advanced_context(header(req, "x-gitlab-language-server-version")) {
             components
@@ -1233,10 +1281,23 @@ fn plan_components(req: &HttpRequest, components: &[PromptComponent]) -> Result<
             let p = &g.payload;
             let language = Language::detect(&p.file_name, p.language_identifier.as_deref());
             record_language(&p.file_name, p.language_identifier.as_deref(), language);
-            if p.prompt_id.is_some() {
-                return Err(unprocessable(
-                    "prompt_id generations need the prompt registry, which this gateway does not serve yet",
-                ));
+            if let Some(prompt_id) = &p.prompt_id {
+                // The prompt's default type and model: v3/v4 carry no model metadata.
+                return plan_registry_generation(
+                    req,
+                    state,
+                    RegistryGeneration {
+                        prompt_id,
+                        file_name: &p.file_name,
+                        content_above_cursor: &p.content_above_cursor,
+                        content_below_cursor: &p.content_below_cursor,
+                        language_identifier: p.language_identifier.as_deref(),
+                        stream: p.stream.unwrap_or(false),
+                        metadata: None,
+                        user_instruction: p.prompt.as_deref().unwrap_or(""),
+                        enhancer: p.prompt_enhancer.as_ref(),
+                    },
+                );
             }
             let stream = p.stream.unwrap_or(false);
             let (limit, target, post) = match p.model_provider {
@@ -1300,7 +1361,7 @@ async fn components_endpoint(
     let value = json_body(&req, &body)?;
     let request = parse_completion_request(&value).map_err(validation)?;
     authorize(&req, &state, &authz::CODE_SUGGESTIONS)?;
-    let mut plan = plan_components(&req, &request.prompt_components)?;
+    let mut plan = plan_components(&req, &state, &request.prompt_components)?;
     let log = RequestLog::of(&req);
     let lang = plan.lang;
     match execute(
