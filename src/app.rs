@@ -120,6 +120,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         upstreams: Arc::new(upstreams),
         abuse: Arc::new(AbuseDetector::from_settings(&settings.abuse_detection)),
     });
+    let abuse = Arc::clone(&state.abuse);
     let targets = ChaosTargets {
         root: tree.root.clone(),
         requests: tree.requests.clone(),
@@ -207,6 +208,23 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     let _ = api.await;
     let _ = metrics.await;
+    // Abuse checks of requests already answered run on this runtime; let them finish.
+    let checks = abuse.in_flight();
+    if checks > 0 {
+        log(
+            "info",
+            "shutting down: waiting for abuse checks",
+            json!({ "in_flight": checks }),
+        );
+        let deadline = std::time::Duration::from_secs(settings.http.shutdown_timeout_s);
+        if tokio::time::timeout(deadline, abuse.drained()).await.is_err() {
+            log(
+                "warning",
+                "abuse checks still running at the shutdown deadline were dropped",
+                json!({ "in_flight": abuse.in_flight() }),
+            );
+        }
+    }
     if !tree_stopped {
         tree.root.stop(None);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), root_done).await;

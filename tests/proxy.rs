@@ -854,6 +854,42 @@ async fn a_sampled_request_is_scored_after_its_answer() {
 
 // The gateway-log waits block their thread: the fake upstream runs on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_waits_for_the_abuse_checks_in_flight() {
+    let fake = FakeUpstream::start().await;
+    let answer = anthropic_message("Use a protected branch.", 12, 6);
+    fake.push(FakeReply::json(200, &answer));
+    fake.push(gated(
+        1,
+        FakeReply::json(200, &anthropic_message("0.4", 900, 2)),
+    ));
+    let mut gw = abuse_gateway(&fake, "1.0", &[]);
+    let res = proxied(&gw, "explain_vulnerability").await;
+    assert_eq!(res.status(), 200);
+    res.bytes().await.unwrap();
+    assert!(fake.wait_requests(2).await, "the detector was called");
+
+    // SIGTERM with the check held by the detector: the servers drain and stop (the request was
+    // answered), and shutdown waits for the check, which only then gets its answer.
+    gw.sigterm();
+    let waiting = gw
+        .wait_record(|r| r["message"] == "shutting down: waiting for abuse checks")
+        .expect("shutdown waits for the check");
+    assert_eq!(waiting["in_flight"], 1);
+    fake.release(1);
+    let scored = gw
+        .wait_record(|r| r["message"] == "abuse request score")
+        .expect("the check finished during shutdown");
+    assert_eq!(scored["score"], 0.4);
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(
+        gw.records().last().is_some_and(|r| r["message"] == "stopped"),
+        "{:?}",
+        gw.lines()
+    );
+}
+
+// The gateway-log waits block their thread: the fake upstream runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_sampling_rate_never_calls_the_detector() {
     let fake = FakeUpstream::start().await;
     let answer = anthropic_message("ok", 1, 1);

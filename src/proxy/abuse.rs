@@ -9,6 +9,11 @@
 //!   and runs in its own task. A failing, slow or saturated detector is logged and counted, and
 //!   the proxied request never learns about it. Nothing is blocked: the score is a signal for
 //!   operators, as in the original.
+//! * **It outlives the request, and a shutdown waits for it.** Checks run on the main runtime
+//!   (the one that starts and stops the servers), not on the HTTP worker that served the
+//!   request: a worker's runtime is dropped when the servers stop, which would cancel its checks.
+//!   After the servers have drained, shutdown waits (up to the shutdown deadline) for the checks
+//!   still running ([`AbuseDetector::drained`]), so a sampled request is not lost to a deploy.
 //! * **It is bounded.** At most `AIGW_ABUSE_DETECTION__MAX_CONCURRENT` checks run at once; a
 //!   sample that finds every slot taken is dropped and counted
 //!   (`abuse_detection_checks_total{result="dropped"}`), so a burst of sampled traffic cannot
@@ -99,18 +104,37 @@ pub struct AbuseDetector {
     enabled: bool,
     sampling_rate: f64,
     max_body_chars: usize,
+    max_concurrent: usize,
     slots: Arc<Semaphore>,
+    /// The runtime checks run on: the one this detector was made on, when there was one.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl AbuseDetector {
-    /// From `AIGW_ABUSE_DETECTION__*`.
+    /// From `AIGW_ABUSE_DETECTION__*`. Checks will run on the runtime this is called on (the
+    /// main one, in the gateway), else on the runtime of the request.
     pub fn from_settings(settings: &AbuseDetection) -> Self {
         Self {
             enabled: settings.enabled,
             sampling_rate: settings.sampling_rate,
             max_body_chars: settings.max_body_chars,
+            max_concurrent: settings.max_concurrent,
             slots: Arc::new(Semaphore::new(settings.max_concurrent)),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
+    }
+
+    /// Checks running now.
+    pub fn in_flight(&self) -> usize {
+        self.max_concurrent
+            .saturating_sub(self.slots.available_permits())
+    }
+
+    /// Returns once no check is running (every slot is free again).
+    pub async fn drained(&self) {
+        let all = u32::try_from(self.max_concurrent).unwrap_or(u32::MAX);
+        // The semaphore is never closed, so this only waits.
+        let _ = self.slots.acquire_many(all).await;
     }
 
     /// Whether detection is on at all.
@@ -154,7 +178,11 @@ impl AbuseDetector {
             );
             return;
         };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+        else {
             count("dropped");
             return;
         };
