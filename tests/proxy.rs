@@ -882,7 +882,9 @@ async fn a_shutdown_waits_for_the_abuse_checks_in_flight() {
     assert_eq!(scored["score"], 0.4);
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(
-        gw.records().last().is_some_and(|r| r["message"] == "stopped"),
+        gw.records()
+            .last()
+            .is_some_and(|r| r["message"] == "stopped"),
         "{:?}",
         gw.lines()
     );
