@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::Authenticator;
 use crate::chaos::ChaosTargets;
 use crate::config::Settings;
+use crate::docs_search::DocsSearch;
 use crate::faults::Faults;
 use crate::models::registry::Providers;
 use crate::prompts::PromptRegistry;
@@ -108,6 +109,33 @@ pub async fn run(settings: Settings) -> ExitCode {
         }
     };
     let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
+    let docs_search =
+        match crate::models::http_client::Upstream::new("vertex-search", &settings.models) {
+            Ok(upstream) => {
+                let search = &settings.vertex_search;
+                let endpoint = if search.endpoint.is_empty() {
+                    "discoveryengine.googleapis.com"
+                } else {
+                    search.endpoint.as_str()
+                };
+                DocsSearch::new(
+                    upstream,
+                    providers.google_auth(),
+                    endpoint,
+                    &search.project,
+                    &search.fallback_datastore_version,
+                )
+            }
+            Err(e) => {
+                log(
+                    "error",
+                    "search client cannot be built",
+                    json!({ "error": e }),
+                );
+                tree.root.stop(None);
+                return ExitCode::from(EXIT_STARTUP_FAILED);
+            }
+        };
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),
@@ -119,6 +147,7 @@ pub async fn run(settings: Settings) -> ExitCode {
         prompts: Arc::new(prompts),
         upstreams: Arc::new(upstreams),
         abuse: Arc::new(AbuseDetector::from_settings(&settings.abuse_detection)),
+        docs_search: Arc::new(docs_search),
     });
     let abuse = Arc::clone(&state.abuse);
     let targets = ChaosTargets {
@@ -217,7 +246,10 @@ pub async fn run(settings: Settings) -> ExitCode {
             json!({ "in_flight": checks }),
         );
         let deadline = std::time::Duration::from_secs(settings.http.shutdown_timeout_s);
-        if tokio::time::timeout(deadline, abuse.drained()).await.is_err() {
+        if tokio::time::timeout(deadline, abuse.drained())
+            .await
+            .is_err()
+        {
             log(
                 "warning",
                 "abuse checks still running at the shutdown deadline were dropped",

@@ -294,6 +294,8 @@ pub struct VertexSearch {
     pub project: String,
     /// Data store version used when the requested one does not exist.
     pub fallback_datastore_version: String,
+    /// Discovery Engine host or URL. Empty (default): `discoveryengine.googleapis.com`.
+    pub endpoint: String,
 }
 
 /// `AIGW_AMAZON_Q__*`.

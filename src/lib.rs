@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod chat;
 pub mod code_suggestions;
 pub mod config;
+pub mod docs_search;
 pub mod faults;
 pub mod http;
 pub mod inference;

@@ -9,6 +9,7 @@ use ai_gateway_actors::request::RequestSpawner;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::docs_search::DocsSearch;
 use crate::faults::Faults;
 use crate::models::registry::Providers;
 use crate::models::ModelProvider;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub upstreams: Arc<Upstreams>,
     /// Abuse-detection sampling of proxied requests.
     pub abuse: Arc<AbuseDetector>,
+    /// `/v1/search/gitlab-docs`.
+    pub docs_search: Arc<DocsSearch>,
 }
 
 impl AppState {

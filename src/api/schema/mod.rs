@@ -52,6 +52,7 @@ pub mod body;
 pub mod chat;
 pub mod code;
 pub mod components;
+pub mod search;
 
 #[cfg(test)]
 mod proptests;

@@ -1,10 +1,11 @@
-//! Version 1 of the API: the user-token endpoint, chat invokables, registry prompts and the
-//! provider proxies.
+//! Version 1 of the API: the user-token endpoint, chat invokables, registry prompts, the
+//! provider proxies and the documentation search.
 
 pub mod chat;
 pub mod code;
 pub mod prompts;
 pub mod proxy;
+pub mod search;
 
 use actix_web::web;
 
@@ -14,4 +15,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     prompts::configure(cfg);
     proxy::configure(cfg);
+    search::configure(cfg);
 }

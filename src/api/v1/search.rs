@@ -1,0 +1,94 @@
+//! `POST /v1/search/gitlab-docs` (spec 3.8): search the GitLab documentation for Duo Chat's
+//! documentation tool.
+//!
+//! In the original's order: the body is validated (422, pydantic's objects), the caller must
+//! hold `documentation_search` (403 `Unauthorized to search documentations`), then the
+//! documentation of the caller's GitLab version is searched on Vertex AI Search
+//! ([`crate::docs_search`]). The answer is
+//! `{"response": {"results": [{"id", "content", "metadata"}]}, "metadata": {"provider":
+//! "vertex-ai", "timestamp"}}`; no data store for the version nor the fallback is a 400
+//! `Data store not found.`, any other failure of the search a 500 `Vertex API Search Error.`.
+//!
+//! Two cases differ from the original (`docs/compatibility.md`): with custom models enabled the
+//! original searches a local SQLite index, which this gateway does not have (503, saying so);
+//! in mock mode (`AIGW_MOCK_MODEL_RESPONSES`) nothing is searched and the results are empty.
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use crate::api::json_body;
+use crate::api::schema::search::parse_search_request;
+use crate::auth::authz::{self, Denied};
+use crate::docs_search::SearchError;
+use crate::http::access_log::RequestLog;
+use crate::http::body::Body;
+use crate::http::edge::user_of;
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+/// Register the route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(crate::api::route(
+        "/v1/search/gitlab-docs",
+        Method::POST,
+        gitlab_docs,
+    ));
+}
+
+async fn gitlab_docs(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Body,
+) -> Result<HttpResponse, ApiError> {
+    let value = json_body(&req, &body)?;
+    let request = parse_search_request(&value).map_err(ApiError::Validation)?;
+    let user = user_of(&req);
+    authz::check(
+        user.as_deref(),
+        &authz::DOCS_SEARCH,
+        &state.settings.external.service_name,
+    )
+    .map_err(|denied| match denied {
+        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
+        Denied::Forbidden(detail) => ApiError::forbidden(detail),
+    })?;
+    let log = RequestLog::of(&req);
+    log.set("meta.unit_primitive", authz::DOCS_SEARCH.unit_primitive);
+    log.set("meta.feature_category", "duo_chat");
+    log.set(
+        "tracked_internal_events",
+        Value::Array(vec![Value::String("request_documentation_search".into())]),
+    );
+
+    if state.settings.custom_models.enabled {
+        return Err(ApiError::detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Documentation search with custom models (a local SQLite index) is not available in this gateway.",
+        ));
+    }
+    let results = if state.settings.mock_model_responses {
+        Vec::new()
+    } else {
+        state
+            .docs_search
+            .search(&request.query, &request.version, request.page_size)
+            .await
+            .map_err(|e| {
+                log.set("search_error", e.to_string());
+                match e {
+                    SearchError::DataStoreNotFound => {
+                        ApiError::detail(StatusCode::BAD_REQUEST, "Data store not found.")
+                    }
+                    SearchError::Api(_) => ApiError::detail(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Vertex API Search Error.",
+                    ),
+                }
+            })?
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "response": {"results": results},
+        "metadata": {"provider": "vertex-ai", "timestamp": chrono::Utc::now().timestamp()},
+    })))
+}
