@@ -124,6 +124,7 @@ pub async fn run(settings: Settings) -> ExitCode {
                     endpoint,
                     &search.project,
                     &search.fallback_datastore_version,
+                    std::time::Duration::from_secs_f64(settings.models.idle_timeout_s),
                 )
             }
             Err(e) => {

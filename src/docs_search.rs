@@ -12,9 +12,11 @@
 //! original's settings; it uses the gRPC client, whose messages are the same), authenticated
 //! with the gateway's Google credentials. Each result is `{id, content, metadata}` from the
 //! document's `structData`, and the list is cut once the results reach an estimated 8,000
-//! tokens (words × 1.4), as the original cuts it.
+//! tokens (words × 1.4), as the original cuts it. A search that has not answered within
+//! `AIGW_MODELS__IDLE_TIMEOUT_S` fails like any other search failure.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -44,6 +46,7 @@ pub struct DocsSearch {
     base_url: String,
     project: String,
     fallback_version: String,
+    deadline: Duration,
 }
 
 /// The data store of GitLab version `version`: `gitlab-docs-<major>-<minor>`.
@@ -98,13 +101,14 @@ pub fn results_of(answer: &Value) -> Result<Vec<Value>, SearchError> {
 
 impl DocsSearch {
     /// A client for `endpoint` (a host, meaning `https://`, or a URL), searching the data
-    /// stores of `project`.
+    /// stores of `project`, each call within `deadline`.
     pub fn new(
         upstream: Upstream,
         auth: Arc<GoogleAuth>,
         endpoint: &str,
         project: &str,
         fallback_version: &str,
+        deadline: Duration,
     ) -> Self {
         let endpoint = endpoint.trim_end_matches('/');
         let base_url = if endpoint.contains("://") {
@@ -118,6 +122,7 @@ impl DocsSearch {
             base_url,
             project: project.to_string(),
             fallback_version: fallback_version.to_string(),
+            deadline,
         }
     }
 
@@ -141,6 +146,22 @@ impl DocsSearch {
     }
 
     async fn search_store(
+        &self,
+        store: &str,
+        query: &str,
+        page_size: i64,
+    ) -> Result<Vec<Value>, SearchError> {
+        tokio::time::timeout(self.deadline, self.call_store(store, query, page_size))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SearchError::Api(format!(
+                    "no answer from the search within {:?}",
+                    self.deadline
+                )))
+            })
+    }
+
+    async fn call_store(
         &self,
         store: &str,
         query: &str,

@@ -205,14 +205,18 @@ async fn search_failures_are_the_originals_errors() {
     fake.route("gitlab-docs-99-1/", google_error(404, "NOT_FOUND"));
     fake.route("gitlab-docs-17-5/", google_error(500, "INTERNAL"));
     fake.route("gitlab-docs-17-6/", google_error(403, "PERMISSION_DENIED"));
-    let gw = gateway(&fake, &[]);
+    // A store that never answers (its gate is never opened).
+    let mut silent = google_error(200, "OK");
+    silent.parts.insert(0, Part::Gate(1));
+    fake.route("gitlab-docs-17-7/", silent);
+    let gw = gateway(&fake, &[("AIGW_MODELS__IDLE_TIMEOUT_S", "1")]);
     // No store for the version and no fallback configured.
     let res = search(&gw, &["documentation_search"], &search_body("99.1.0", "x")).await;
     assert_eq!(
         status_and_body(res).await,
         (400, json!({"detail": "Data store not found."}))
     );
-    for version in ["17.5.0", "17.6.0"] {
+    for version in ["17.5.0", "17.6.0", "17.7.0"] {
         let res = search(&gw, &["documentation_search"], &search_body(version, "x")).await;
         assert_eq!(
             status_and_body(res).await,
