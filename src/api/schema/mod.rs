@@ -53,6 +53,7 @@ pub mod chat;
 pub mod code;
 pub mod components;
 pub mod search;
+pub mod x_ray;
 
 #[cfg(test)]
 mod proptests;

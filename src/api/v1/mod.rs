@@ -6,6 +6,7 @@ pub mod code;
 pub mod prompts;
 pub mod proxy;
 pub mod search;
+pub mod x_ray;
 
 use actix_web::web;
 
@@ -16,4 +17,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     prompts::configure(cfg);
     proxy::configure(cfg);
     search::configure(cfg);
+    x_ray::configure(cfg);
 }
