@@ -219,8 +219,15 @@ pub async fn run(settings: Settings) -> ExitCode {
 
     // Whether the tree already stopped: its handle must not be polled again once it completed.
     let mut tree_stopped = false;
+    // When a signalled shutdown must be over: the servers' drain and the abuse checks after it
+    // share this one deadline.
+    let mut drain_deadline = None;
     let code = tokio::select! {
         signal = shutdown_signal() => {
+            drain_deadline = Some(
+                tokio::time::Instant::now()
+                    + std::time::Duration::from_secs(settings.http.shutdown_timeout_s),
+            );
             log("info", "shutting down: draining in-flight requests", json!({
                 "signal": signal,
                 "deadline_s": settings.http.shutdown_timeout_s,
@@ -238,16 +245,17 @@ pub async fn run(settings: Settings) -> ExitCode {
     };
     let _ = api.await;
     let _ = metrics.await;
-    // Abuse checks of requests already answered run on this runtime; let them finish.
+    // Abuse checks of requests already answered run on this runtime; let them finish within
+    // what is left of the drain deadline. (Without a signal the actor tree is gone, and with it
+    // the request actors a check needs: nothing to wait for.)
     let checks = abuse.in_flight();
-    if checks > 0 {
+    if let (Some(deadline), true) = (drain_deadline, checks > 0) {
         log(
             "info",
             "shutting down: waiting for abuse checks",
             json!({ "in_flight": checks }),
         );
-        let deadline = std::time::Duration::from_secs(settings.http.shutdown_timeout_s);
-        if tokio::time::timeout(deadline, abuse.drained())
+        if tokio::time::timeout_at(deadline, abuse.drained())
             .await
             .is_err()
         {

@@ -25,7 +25,7 @@ use crate::models::http_client::Upstream;
 use crate::models::{ModelError, ModelErrorKind};
 
 /// Results are cut at this many estimated tokens.
-const MAX_TOKENS: f64 = 8_000.0;
+const MAX_TOKENS: u64 = 8_000;
 
 /// Why a search failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,9 +65,10 @@ fn leading_digits(text: &str) -> Option<(&str, &str)> {
     (end > 0).then(|| text.split_at(end))
 }
 
-/// The estimated tokens of a text, as the original counts them: words × 1.4.
-fn estimated_tokens(text: &str) -> f64 {
-    text.split_whitespace().count() as f64 * 1.4
+/// The estimated tokens of a text, as the original counts them: `int(words × 1.4)`.
+fn estimated_tokens(text: &str) -> u64 {
+    // The same double product and truncation as Python's `int(len(text.split()) * 1.4)`.
+    (text.split_whitespace().count() as f64 * 1.4) as u64
 }
 
 /// `{id, content, metadata}` of each result of a Discovery Engine answer, cut at
@@ -81,7 +82,7 @@ pub fn results_of(answer: &Value) -> Result<Vec<Value>, SearchError> {
         .as_array()
         .ok_or_else(|| SearchError::Api("search answer: results is not a list".into()))?;
     let mut kept = Vec::with_capacity(results.len());
-    let mut tokens = 0.0;
+    let mut tokens = 0u64;
     for result in results {
         let document = &result["document"];
         let data = &document["structData"];

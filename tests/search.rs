@@ -224,8 +224,15 @@ async fn search_failures_are_the_originals_errors() {
             "{version}"
         );
     }
-    let log = gw.access_log("/v1/search/gitlab-docs");
-    assert!(log["search_error"].is_string(), "{log}");
+    let timed_out = gw
+        .wait_record(|r| {
+            r["logger"] == "api.access"
+                && r["search_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no answer from the search within"))
+        })
+        .expect("the silent store's deadline is logged");
+    assert_eq!(timed_out["status_code"], 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,6 +281,8 @@ async fn mock_mode_and_custom_models_search_nothing() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["response"], json!({"results": []}));
+    // With custom models the original searches a local SQLite index; without one (this gateway
+    // ships none) it answers no results from provider `sqlite`.
     let custom = gateway(&fake, &[("AIGW_CUSTOM_MODELS__ENABLED", "true")]);
     let (status, body) = status_and_body(
         search(
@@ -284,6 +293,13 @@ async fn mock_mode_and_custom_models_search_nothing() {
         .await,
     )
     .await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"], json!({"results": []}));
+    assert_eq!(body["metadata"]["provider"], "sqlite");
+    assert!(custom
+        .wait_record(
+            |r| r["message"] == "SqliteSearch: No database found for documentation searches."
+        )
+        .is_some());
     assert!(fake.requests_to(":search").is_empty());
 }

@@ -78,7 +78,11 @@ async fn the_package_file_prompt_goes_to_claude_2_0() {
     assert_eq!(upstream["model"], "claude-2.0", "the original's override");
     assert_eq!(upstream["prompt"], PROMPT);
     assert_eq!(upstream["max_tokens_to_sample"], 2048);
-    assert_eq!(upstream["stop_sequences"], json!(["\n\nHuman:"]));
+    assert_eq!(
+        upstream.get("stop_sequences"),
+        None,
+        "the original sets none"
+    );
     assert_eq!(upstream["temperature"], 0.2);
     let log = gw.access_log("/v1/x-ray/libraries");
     assert_eq!(
@@ -89,7 +93,7 @@ async fn the_package_file_prompt_goes_to_claude_2_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_model_call_is_an_empty_response() {
+async fn a_failed_model_call_is_inference_failed() {
     let fake = FakeUpstream::start().await;
     fake.push(Reply::json(
         529,
@@ -102,15 +106,12 @@ async fn a_failed_model_call_is_an_empty_response() {
         &body("claude-2.1"),
     )
     .await;
-    assert_eq!((status, answer), (200, json!({"response": ""})));
-    let log = gw.access_log("/v1/x-ray/libraries");
-    assert!(
-        log["model_exception_message"]
-            .as_str()
-            .unwrap()
-            .contains("529"),
-        "{log}"
+    assert_eq!(
+        (status, answer),
+        (503, json!({"detail": "Inference failed"}))
     );
+    let log = gw.access_log("/v1/x-ray/libraries");
+    assert_eq!(log["model_exception_status_code"], 529, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -898,7 +898,9 @@ enum Outcome {
     },
 }
 
-fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
+/// The answer to a model call that failed before its response started: the quota's 429, or the
+/// original's 503 `Inference failed` (with the upstream's `Retry-After` when it gave one).
+pub(crate) fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
     if let CallFailure::Quota(refusal) = failure {
         log.set("quota_refused", refusal.dimension.label());
         return crate::quota::refusal_error(refusal);

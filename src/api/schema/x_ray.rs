@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {"prompt_components": [exactly one {
-//!     "type": "x_ray_package_file_prompt",
+//!     "type"?: "x_ray_package_file_prompt" (the default),
 //!     "payload": {"prompt": str ≤400 000, "provider": "anthropic", "model": "claude-2.1"},
 //!     "metadata"?: {≤10 entries, key ≤100, value ≤255}}]}
 //! ```
@@ -29,27 +29,12 @@ fn literal(e: &mut Errors, v: &Value, l: &Loc<'_>, accepted: &str, expected: &st
     None
 }
 
-/// `dict[str(max 100), str(max 255)]` with at most 10 entries, as pydantic reports it: a key
-/// error at `[..., <key>, "[key]"]`, a value error at `[..., <key>]`.
+/// `dict[str(max 100), str(max 255)]`, then the original's validator: at most 10 entries
+/// (checked only once every entry is valid, as a pydantic `field_validator` runs after the
+/// field's own validation). A key error is at `[..., <key>, "[key]"]`, a value error at
+/// `[..., <key>]`.
 fn read_metadata(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<()> {
     let map: &Map<String, Value> = e.dict(v, l)?;
-    if map.len() > 10 {
-        let count = map.len();
-        e.push(
-            ValidationError::new(
-                "too_long",
-                l,
-                format!("Dictionary should have at most 10 items after validation, not {count}"),
-                v,
-            )
-            .with_ctx(Map::from_iter([
-                ("field_type".to_owned(), Value::from("Dictionary")),
-                ("max_length".to_owned(), Value::from(10)),
-                ("actual_length".to_owned(), Value::from(count)),
-            ])),
-        );
-        return None;
-    }
     let mut ok = true;
     for (key, value) in map {
         let here = l.key(key);
@@ -62,12 +47,20 @@ fn read_metadata(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<()> {
             .is_some();
         ok &= e.string(value, &here, Str::max(255)).is_some();
     }
+    if ok && map.len() > 10 {
+        e.push(ValidationError::value_error(
+            l,
+            v,
+            "metadata cannot has more than 10 elements",
+        ));
+        return None;
+    }
     ok.then_some(())
 }
 
 fn read_component(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<String> {
     let f = e.model(v, l)?;
-    let kind = e.required(f, "type", l, |e, v, l| {
+    let kind = e.defaulted(f, "type", l, (), |e, v, l| {
         literal(
             e,
             v,
@@ -160,11 +153,20 @@ mod tests {
             "metadata": many}]}),
         )
         .unwrap_err();
-        assert_eq!(err[0]["type"], "too_long");
+        assert_eq!(err[0]["type"], "value_error");
+        assert_eq!(
+            err[0]["loc"],
+            json!(["body", "prompt_components", 0, "metadata"])
+        );
         assert_eq!(
             err[0]["msg"],
-            "Dictionary should have at most 10 items after validation, not 11"
+            "Value error, metadata cannot has more than 10 elements"
         );
+        // The type may be left out: it defaults to the only value it may have.
+        let r = parse_x_ray_request(&json!({"prompt_components": [{
+            "payload": {"prompt": "p", "provider": "anthropic", "model": "claude-2.1"}}]}))
+        .unwrap();
+        assert_eq!(r.prompt, "p");
         let err = parse_x_ray_request(&json!({"prompt_components": []})).unwrap_err();
         assert_eq!(err[0]["type"], "too_short");
     }

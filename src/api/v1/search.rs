@@ -9,9 +9,11 @@
 //! "vertex-ai", "timestamp"}}`; no data store for the version nor the fallback is a 400
 //! `Data store not found.`, any other failure of the search a 500 `Vertex API Search Error.`.
 //!
-//! Two cases differ from the original (`docs/compatibility.md`): with custom models enabled the
-//! original searches a local SQLite index, which this gateway does not have (503, saying so);
-//! in mock mode (`AIGW_MOCK_MODEL_RESPONSES`) nothing is searched and the results are empty.
+//! With custom models enabled the original searches a local SQLite index (`tmp/docs.db`) and,
+//! when there is none, answers no results with provider `sqlite`; this gateway ships no index,
+//! so that is its answer there too (with the original's warning in the log). In mock mode
+//! (`AIGW_MOCK_MODEL_RESPONSES`) nothing is searched and the results are empty
+//! (`docs/compatibility.md`).
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -61,16 +63,16 @@ async fn gitlab_docs(
         Value::Array(vec![Value::String("request_documentation_search".into())]),
     );
 
-    if state.settings.custom_models.enabled {
-        return Err(ApiError::detail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Documentation search with custom models (a local SQLite index) is not available in this gateway.",
-        ));
-    }
-    let results = if state.settings.mock_model_responses {
-        Vec::new()
+    let (provider, results) = if state.settings.custom_models.enabled {
+        tracing::warn!(
+            target: "search",
+            "SqliteSearch: No database found for documentation searches."
+        );
+        ("sqlite", Vec::new())
+    } else if state.settings.mock_model_responses {
+        ("vertex-ai", Vec::new())
     } else {
-        state
+        let results = state
             .docs_search
             .search(&request.query, &request.version, request.page_size)
             .await
@@ -85,10 +87,11 @@ async fn gitlab_docs(
                         "Vertex API Search Error.",
                     ),
                 }
-            })?
+            })?;
+        ("vertex-ai", results)
     };
     Ok(HttpResponse::Ok().json(json!({
         "response": {"results": results},
-        "metadata": {"provider": "vertex-ai", "timestamp": chrono::Utc::now().timestamp()},
+        "metadata": {"provider": provider, "timestamp": chrono::Utc::now().timestamp()},
     })))
 }

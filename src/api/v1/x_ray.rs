@@ -6,13 +6,14 @@
 //! hold `generate_code` with a token that is not the gateway's own (403 `Unauthorized to access
 //! X Ray`), and the component's prompt goes to Anthropic's legacy text completions with
 //! **`claude-2.0`** (the original's override of the requested model), `max_tokens_to_sample`
-//! 2048, temperature 0.2, stop `\n\nHuman:`. The answer is `{"response": "<text>"}`; a failed
-//! model call is logged and answered `{"response": ""}`, as the original answers it.
+//! 2048, temperature 0.2. The answer is `{"response": "<text>"}`; a failed model call is the
+//! original's 503 `Inference failed` (a quota refusal its 429), as for code suggestions.
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use crate::api::code::failure_response;
 use crate::api::json_body;
 use crate::api::schema::x_ray::parse_x_ray_request;
 use crate::auth::authz::{self, Denied};
@@ -76,22 +77,15 @@ async fn libraries(
     );
     model_request.params.max_tokens = Some(2048);
     model_request.params.temperature = Some(0.2);
-    model_request.params.stop = vec!["\n\nHuman:".into()];
     log.set("model_engine", "anthropic");
     log.set("model_name", MODEL);
 
-    let answer = match ModelCall::start(&state, provider, model_request, "code_suggestions").await {
+    let call = ModelCall::start(&state, provider, model_request, "code_suggestions").await;
+    let answer = match call {
         Ok(call) => call.collect().await,
         Err(failure) => Err(failure),
-    };
-    let text = match answer {
-        Ok(answer) => answer.text().to_string(),
-        Err(failure) => {
-            let message = failure.describe();
-            tracing::error!(target: "x_ray", error = %message, "x-ray model call failed");
-            log.set("model_exception_message", message);
-            String::new()
-        }
-    };
+    }
+    .map_err(|failure| failure_response(&failure, &log))?;
+    let text = answer.text();
     Ok(HttpResponse::Ok().json(json!({ "response": text })))
 }
