@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Instructions per request through the gateway, free of the host's noise: the release gateway
+# under callgrind, one closed-loop client (concurrency 1) for 10 s after a 2 s warm-up, against
+# the instant mock upstream. Prints requests, instructions and instructions per request, and
+# leaves the profile for `callgrind_annotate --inclusive=yes <file>`.
+#
+#   bash bench/callgrind.sh            # /v2/code/completions → Anthropic mock, non-streaming
+#
+# Needs valgrind (apt-get install valgrind). Takes about a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
+BIN=$PWD/target/release
+WORK=$(mktemp -d)
+OUT=$PWD/bench/results/callgrind-$(date -u +%Y%m%dT%H%M%SZ).out
+mkdir -p bench/results
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# The same signed token and body as bench/run.sh.
+openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
+NOW=$(date +%s); EXP=$((NOW + 3600))
+HEADER=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+PAYLOAD=$(printf '{"iss":"gitlab-ai-gateway","aud":"gitlab-ai-gateway","sub":"777","exp":%d,"nbf":%d,"iat":%d,"jti":"bench","gitlab_realm":"saas","gitlab_instance_id":"1234","scopes":["complete_code"]}' "$EXP" "$NOW" "$NOW" | b64url)
+SIG=$(printf '%s.%s' "$HEADER" "$PAYLOAD" | openssl dgst -sha256 -sign "$WORK/key.pem" | b64url)
+AUTH=(-H "Authorization: Bearer $HEADER.$PAYLOAD.$SIG" -H "X-Gitlab-Authentication-Type: oidc" -H "X-Gitlab-Realm: saas"
+      -H "X-Gitlab-Instance-Id: 1234" -H "X-Gitlab-Global-User-Id: 777")
+cat > "$WORK/gw.json" <<'JSON'
+{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
+JSON
+
+MPORT=$(free_port); GPORT=$(free_port); XPORT=$(free_port)
+"$BIN/mock-upstream" --listen "127.0.0.1:$MPORT" --threads 1 --mode instant >"$WORK/mock.log" 2>&1 &
+PIDS+=($!); wait_http "http://127.0.0.1:$MPORT/health"
+env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$GPORT" \
+    AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$XPORT" \
+    AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
+    AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
+    AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
+    AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
+    ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="http://127.0.0.1:$MPORT" \
+    valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no "$BIN/ai-gateway" \
+    >"$WORK/valgrind.log" 2>&1 &
+VG=$!; PIDS+=($VG)
+wait_http "http://127.0.0.1:$GPORT/monitoring/healthz"
+URL="http://127.0.0.1:$GPORT/v2/code/completions"
+"$BIN/loadgen" --threads 1 closed --url "$URL" --body "$WORK/gw.json" "${AUTH[@]}" --concurrency 1 --duration 2s >/dev/null
+callgrind_control -z "$VG" >/dev/null
+"$BIN/loadgen" --threads 1 closed --url "$URL" --body "$WORK/gw.json" "${AUTH[@]}" --concurrency 1 --duration 10s >"$WORK/run.json"
+callgrind_control -d "$VG" >/dev/null
+sleep 1
+# The explicit dump is the first numbered part: the measured window only.
+PROFILE="$OUT.1"
+REQUESTS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['requests']['ok'])" "$WORK/run.json")
+TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+echo "requests: $REQUESTS"
+echo "instructions: $TOTAL"
+echo "instructions per request: $((TOTAL / REQUESTS))"
+echo "profile: $PROFILE"
