@@ -24,7 +24,6 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::json_body;
 use super::prompt_model::{self, ModelMetadata};
 use super::schema::code::{
     parse_code_completions, parse_code_generations, CodeSuggestionsRequest,
@@ -32,7 +31,8 @@ use super::schema::code::{
 };
 use super::schema::components::{parse_completion_request, PromptComponent};
 use super::streaming;
-use crate::auth::authz::{self, Denied};
+use super::{authorize, json_body};
+use crate::auth::authz;
 use crate::code_suggestions::language::{file_extension, Language};
 use crate::code_suggestions::language_server::supports_advanced_context;
 use crate::code_suggestions::{post, prompt as builder, tokens};
@@ -256,23 +256,6 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
 }
 
 /// Authorize the endpoint's unit primitive (spec 2.6), after body validation.
-fn authorize(
-    req: &HttpRequest,
-    state: &AppState,
-    requirement: &authz::Requirement,
-) -> Result<(), ApiError> {
-    let user = user_of(req);
-    authz::check(
-        user.as_deref(),
-        requirement,
-        &state.settings.external.service_name,
-    )
-    .map_err(|denied| match denied {
-        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
-        Denied::Forbidden(detail) => ApiError::forbidden(detail),
-    })
-}
-
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }

@@ -13,9 +13,14 @@ pub mod v1;
 pub mod v2;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::Value;
 
+use crate::auth::authz::{self, Denied, Requirement};
+use crate::http::access_log::RequestLog;
+use crate::http::edge::user_of;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 
 /// Register every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -23,6 +28,41 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     code::configure(cfg);
     v1::configure(cfg);
     v2::configure(cfg);
+}
+
+/// Check the caller of `req` against an endpoint's `requirement`: 403 with the requirement's
+/// text when the unit primitive is missing (or the token is the gateway's own where those are
+/// refused).
+pub(crate) fn authorize(
+    req: &HttpRequest,
+    state: &AppState,
+    requirement: &Requirement,
+) -> Result<(), ApiError> {
+    let user = user_of(req);
+    authz::check(
+        user.as_deref(),
+        requirement,
+        &state.settings.external.service_name,
+    )
+    .map_err(|denied| match denied {
+        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
+        Denied::Forbidden(detail) => ApiError::forbidden(detail),
+    })
+}
+
+/// Record in the access log what a request is for: its unit primitive, its feature category and
+/// the internal event the original tracks for it (`request_<unit primitive>`).
+pub(crate) fn record_purpose(
+    log: &RequestLog,
+    unit_primitive: &'static str,
+    category: &'static str,
+) {
+    log.set("meta.unit_primitive", unit_primitive);
+    log.set("meta.feature_category", category);
+    log.set(
+        "tracked_internal_events",
+        Value::Array(vec![Value::String(format!("request_{unit_primitive}"))]),
+    );
 }
 
 /// A resource that answers `method` at `path` with `handler` and 405 to other methods.

@@ -17,15 +17,14 @@
 
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::json_body;
 use crate::api::schema::search::parse_search_request;
-use crate::auth::authz::{self, Denied};
+use crate::api::{authorize, json_body, record_purpose};
+use crate::auth::authz;
 use crate::docs_search::SearchError;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
-use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
@@ -45,23 +44,9 @@ async fn gitlab_docs(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_search_request(&value).map_err(ApiError::Validation)?;
-    let user = user_of(&req);
-    authz::check(
-        user.as_deref(),
-        &authz::DOCS_SEARCH,
-        &state.settings.external.service_name,
-    )
-    .map_err(|denied| match denied {
-        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
-        Denied::Forbidden(detail) => ApiError::forbidden(detail),
-    })?;
+    authorize(&req, &state, &authz::DOCS_SEARCH)?;
     let log = RequestLog::of(&req);
-    log.set("meta.unit_primitive", authz::DOCS_SEARCH.unit_primitive);
-    log.set("meta.feature_category", "duo_chat");
-    log.set(
-        "tracked_internal_events",
-        Value::Array(vec![Value::String("request_documentation_search".into())]),
-    );
+    record_purpose(&log, authz::DOCS_SEARCH.unit_primitive, "duo_chat");
 
     let (provider, results) = if state.settings.custom_models.enabled {
         tracing::warn!(

@@ -11,15 +11,14 @@
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::code::failure_response;
-use crate::api::json_body;
 use crate::api::schema::x_ray::parse_x_ray_request;
-use crate::auth::authz::{self, Denied};
+use crate::api::{authorize, json_body, record_purpose};
+use crate::auth::authz;
 use crate::http::access_log::RequestLog;
 use crate::http::body::Body;
-use crate::http::edge::user_of;
 use crate::http::error::ApiError;
 use crate::inference::ModelCall;
 use crate::models::{mock, ModelProvider, ModelRequest, Prompt};
@@ -44,23 +43,9 @@ async fn libraries(
 ) -> Result<HttpResponse, ApiError> {
     let value = json_body(&req, &body)?;
     let request = parse_x_ray_request(&value).map_err(ApiError::Validation)?;
-    let user = user_of(&req);
-    authz::check(
-        user.as_deref(),
-        &authz::X_RAY,
-        &state.settings.external.service_name,
-    )
-    .map_err(|denied| match denied {
-        Denied::Unauthenticated => ApiError::Unauthorized("Forbidden by auth provider".into()),
-        Denied::Forbidden(detail) => ApiError::forbidden(detail),
-    })?;
+    authorize(&req, &state, &authz::X_RAY)?;
     let log = RequestLog::of(&req);
-    log.set("meta.unit_primitive", authz::X_RAY.unit_primitive);
-    log.set("meta.feature_category", "code_suggestions");
-    log.set(
-        "tracked_internal_events",
-        Value::Array(vec![Value::String("request_generate_code".into())]),
-    );
+    record_purpose(&log, authz::X_RAY.unit_primitive, "code_suggestions");
 
     let provider: std::sync::Arc<dyn ModelProvider> = if state.settings.mock_model_responses {
         std::sync::Arc::new(mock::text_model())
