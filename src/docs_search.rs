@@ -134,6 +134,12 @@ impl DocsSearch {
         version: &str,
         page_size: i64,
     ) -> Result<Vec<Value>, SearchError> {
+        // Without a project every store would be "not found": say what is really missing.
+        if self.project.is_empty() {
+            return Err(SearchError::Api(
+                "no GCP project for the search: set AIGW_VERTEX_SEARCH__PROJECT or AIGW_GOOGLE_CLOUD_PLATFORM__PROJECT".into(),
+            ));
+        }
         if let Some(store) = data_store_id(version) {
             match self.search_store(&store, query, page_size).await {
                 Err(SearchError::DataStoreNotFound) => {}

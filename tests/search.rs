@@ -236,6 +236,32 @@ async fn search_failures_are_the_originals_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_project_the_search_fails_saying_so() {
+    let fake = FakeUpstream::start().await;
+    let gw = gateway(
+        &fake,
+        &[
+            ("AIGW_VERTEX_SEARCH__PROJECT", ""),
+            ("AIGW_GOOGLE_CLOUD_PLATFORM__PROJECT", ""),
+        ],
+    );
+    let res = search(&gw, &["documentation_search"], &search_body("17.3.0", "x")).await;
+    assert_eq!(
+        status_and_body(res).await,
+        (500, json!({"detail": "Vertex API Search Error."}))
+    );
+    let log = gw.access_log("/v1/search/gitlab-docs");
+    assert!(
+        log["search_error"]
+            .as_str()
+            .unwrap()
+            .contains("AIGW_VERTEX_SEARCH__PROJECT"),
+        "{log}"
+    );
+    assert!(fake.requests_to(":search").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caller_needs_documentation_search_and_a_valid_body() {
     let fake = FakeUpstream::start().await;
     let gw = gateway(&fake, &[]);
