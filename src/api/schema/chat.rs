@@ -6,7 +6,7 @@
 //! value that fits no member reports one error per member, the member's label appended to `loc`
 //! (`constrained-str`, `list[Message]`, `enum[KindAnthropicModel]`, `enum[KindLiteLlmModel]`).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::code::{read_messages_between, Message, ANTHROPIC_MODELS, LITELLM_MODELS};
 use super::{ChoiceKind, Errors, Len, Loc, Str, ValidationError};
@@ -96,13 +96,6 @@ fn quoted_choices(options: &[&str]) -> String {
     }
 }
 
-fn ctx(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect()
-}
-
 /// A `float`, lax (numbers, booleans, numeric strings).
 fn float(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<f64> {
     let parsed = match v {
@@ -133,63 +126,6 @@ fn float(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<f64> {
     parsed
 }
 
-fn py_number(v: &Value) -> String {
-    match v {
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or_default();
-            if f.fract() == 0.0 {
-                format!("{f:.1}")
-            } else {
-                f.to_string()
-            }
-        }
-        other => other.to_string(),
-    }
-}
-
-/// `ge` / `le` bounds of a number field.
-fn bounded<T: PartialOrd + Copy>(
-    e: &mut Errors,
-    value: Option<T>,
-    v: &Value,
-    l: &Loc<'_>,
-    (ge, ge_json): (T, Value),
-    (le, le_json): (T, Value),
-) -> Option<T> {
-    let x = value?;
-    if x < ge {
-        e.push(
-            ValidationError::new(
-                "greater_than_equal",
-                l,
-                format!(
-                    "Input should be greater than or equal to {}",
-                    py_number(&ge_json)
-                ),
-                v,
-            )
-            .with_ctx(ctx(&[("ge", ge_json)])),
-        );
-        return None;
-    }
-    if x > le {
-        e.push(
-            ValidationError::new(
-                "less_than_equal",
-                l,
-                format!(
-                    "Input should be less than or equal to {}",
-                    py_number(&le_json)
-                ),
-                v,
-            )
-            .with_ctx(ctx(&[("le", le_json)])),
-        );
-        return None;
-    }
-    Some(x)
-}
-
 fn read_params(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<ChatParams> {
     let f = e.model(v, l)?;
     let stop = e.defaulted(
@@ -205,11 +141,11 @@ fn read_params(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<ChatParams> {
     );
     let temperature = e.defaulted(f, "temperature", l, 0.2, |e, v, l| {
         let x = float(e, v, l);
-        bounded(e, x, v, l, (0.0, Value::from(0.0)), (1.0, Value::from(1.0)))
+        e.bounded(x, v, l, (0.0, Value::from(0.0)), (1.0, Value::from(1.0)))
     });
     let max_tokens = e.defaulted(f, "max_tokens_to_sample", l, 8192, |e, v, l| {
         let x = e.int(v, l);
-        bounded(e, x, v, l, (1, Value::from(1)), (8192, Value::from(8192)))
+        e.bounded(x, v, l, (1, Value::from(1)), (8192, Value::from(8192)))
     });
     Some(ChatParams {
         stop_sequences: stop?,

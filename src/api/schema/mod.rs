@@ -167,6 +167,22 @@ pub struct ValidationError {
     pub ctx: Option<Map<String, Value>>,
 }
 
+/// A number as Python prints it in pydantic's messages: floats with a fractional part of zero
+/// keep their `.0`.
+fn py_number(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 {
+                format!("{f:.1}")
+            } else {
+                f.to_string()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
 fn ctx1(key: &str, value: Value) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert(key.to_owned(), value);
@@ -665,6 +681,42 @@ impl Errors {
             None => Some(default),
             Some(v) => read(self, v, &loc.key(key)),
         }
+    }
+
+    /// `ge` / `le` bounds of a number field, checked on the `value` a reader parsed from `v`
+    /// (`None`: the reader failed, nothing more to report). The bounds are given with their
+    /// JSON form, which the message and `ctx` show as pydantic does (`1.0` for a float bound).
+    pub fn bounded<T: PartialOrd + Copy>(
+        &mut self,
+        value: Option<T>,
+        v: &Value,
+        loc: &Loc<'_>,
+        (ge, ge_json): (T, Value),
+        (le, le_json): (T, Value),
+    ) -> Option<T> {
+        let x = value?;
+        let (kind, words, key, bound) = if x < ge {
+            (
+                "greater_than_equal",
+                "greater than or equal to",
+                "ge",
+                ge_json,
+            )
+        } else if x > le {
+            ("less_than_equal", "less than or equal to", "le", le_json)
+        } else {
+            return Some(x);
+        };
+        self.push(
+            ValidationError::new(
+                kind,
+                loc,
+                format!("Input should be {words} {}", py_number(&bound)),
+                v,
+            )
+            .with_ctx(ctx1(key, bound)),
+        );
+        None
     }
 
     /// A string with constraints. Only JSON strings are strings (pydantic never turns numbers

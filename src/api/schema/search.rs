@@ -5,9 +5,9 @@
 //!  "payload": {"query": str ≤400 000, "page_size": 1 ≤ int ≤ 20 = 4}}
 //! ```
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Errors, Loc, Str, ValidationError};
+use super::{Errors, Loc, Str};
 
 /// A validated search request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,46 +27,10 @@ pub struct SearchRequest {
 /// `page_size` bounds and default.
 const PAGE_SIZE: (i64, i64, i64) = (1, 20, 4);
 
-fn bound_error(
-    kind: &'static str,
-    l: &Loc<'_>,
-    v: &Value,
-    word: &str,
-    limit: i64,
-) -> ValidationError {
-    let key = if kind == "greater_than_equal" {
-        "ge"
-    } else {
-        "le"
-    };
-    ValidationError::new(kind, l, format!("Input should be {word} {limit}"), v)
-        .with_ctx(Map::from_iter([(key.to_owned(), Value::from(limit))]))
-}
-
 fn read_page_size(e: &mut Errors, v: &Value, l: &Loc<'_>) -> Option<i64> {
     let (min, max, _) = PAGE_SIZE;
-    let n = e.int(v, l)?;
-    if n < min {
-        e.push(bound_error(
-            "greater_than_equal",
-            l,
-            v,
-            "greater than or equal to",
-            min,
-        ));
-        return None;
-    }
-    if n > max {
-        e.push(bound_error(
-            "less_than_equal",
-            l,
-            v,
-            "less than or equal to",
-            max,
-        ));
-        return None;
-    }
-    Some(n)
+    let n = e.int(v, l);
+    e.bounded(n, v, l, (min, Value::from(min)), (max, Value::from(max)))
 }
 
 /// Validate a body as the original's `SearchRequest`: every failing field reported, in
