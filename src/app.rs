@@ -109,34 +109,18 @@ pub async fn run(settings: Settings) -> ExitCode {
         }
     };
     let auth = Authenticator::from_settings(&settings, tree.jwks.clone());
-    let docs_search =
-        match crate::models::http_client::Upstream::new("vertex-search", &settings.models) {
-            Ok(upstream) => {
-                let search = &settings.vertex_search;
-                let endpoint = if search.endpoint.is_empty() {
-                    "discoveryengine.googleapis.com"
-                } else {
-                    search.endpoint.as_str()
-                };
-                DocsSearch::new(
-                    upstream,
-                    providers.google_auth(),
-                    endpoint,
-                    &search.project,
-                    &search.fallback_datastore_version,
-                    std::time::Duration::from_secs_f64(settings.models.idle_timeout_s),
-                )
-            }
-            Err(e) => {
-                log(
-                    "error",
-                    "search client cannot be built",
-                    json!({ "error": e }),
-                );
-                tree.root.stop(None);
-                return ExitCode::from(EXIT_STARTUP_FAILED);
-            }
-        };
+    let docs_search = match DocsSearch::from_settings(&settings, providers.google_auth()) {
+        Ok(search) => search,
+        Err(e) => {
+            log(
+                "error",
+                "search client cannot be built",
+                json!({ "error": e }),
+            );
+            tree.root.stop(None);
+            return ExitCode::from(EXIT_STARTUP_FAILED);
+        }
+    };
     let state = web::Data::new(AppState {
         settings: Arc::clone(&settings),
         auth: Arc::new(auth),

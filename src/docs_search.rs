@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::config::Settings;
 use crate::models::google_auth::GoogleAuth;
-use crate::models::http_client::Upstream;
+use crate::models::http_client::{base_url, Upstream};
 use crate::models::{ModelError, ModelErrorKind};
 
 /// Results are cut at this many estimated tokens.
@@ -101,30 +102,24 @@ pub fn results_of(answer: &Value) -> Result<Vec<Value>, SearchError> {
 }
 
 impl DocsSearch {
-    /// A client for `endpoint` (a host, meaning `https://`, or a URL), searching the data
-    /// stores of `project`, each call within `deadline`.
-    pub fn new(
-        upstream: Upstream,
-        auth: Arc<GoogleAuth>,
-        endpoint: &str,
-        project: &str,
-        fallback_version: &str,
-        deadline: Duration,
-    ) -> Self {
-        let endpoint = endpoint.trim_end_matches('/');
-        let base_url = if endpoint.contains("://") {
-            endpoint.to_string()
+    /// The client of `AIGW_VERTEX_SEARCH__*`: its endpoint (default
+    /// `discoveryengine.googleapis.com`), project and fallback version, with `auth`'s Google
+    /// tokens and the model idle timeout as each store's deadline.
+    pub fn from_settings(settings: &Settings, auth: Arc<GoogleAuth>) -> Result<Self, String> {
+        let search = &settings.vertex_search;
+        let endpoint = if search.endpoint.is_empty() {
+            "discoveryengine.googleapis.com"
         } else {
-            format!("https://{endpoint}")
+            &search.endpoint
         };
-        Self {
-            upstream,
+        Ok(Self {
+            upstream: Upstream::new("vertex-search", &settings.models)?,
             auth,
-            base_url,
-            project: project.to_string(),
-            fallback_version: fallback_version.to_string(),
-            deadline,
-        }
+            base_url: base_url(endpoint),
+            project: search.project.clone(),
+            fallback_version: search.fallback_datastore_version.clone(),
+            deadline: Duration::from_secs_f64(settings.models.idle_timeout_s),
+        })
     }
 
     /// Search the documentation of GitLab `version` for `query`.

@@ -35,6 +35,17 @@ use crate::config::Models;
 /// Bytes of an upstream error body kept in the error message.
 const ERROR_BODY_LIMIT: usize = 2048;
 
+/// The base URL of an upstream endpoint setting: a bare host means `https://`, a URL keeps its
+/// scheme (private endpoints, fakes in tests); a trailing `/` is dropped.
+pub fn base_url(endpoint: &str) -> String {
+    let endpoint = endpoint.trim_end_matches('/');
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("https://{endpoint}")
+    }
+}
+
 /// The retry policy of an upstream.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -307,6 +318,15 @@ pub fn join_url(base: &str, path: &str) -> String {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn endpoints_get_https_unless_they_carry_a_scheme() {
+        assert_eq!(
+            base_url("us-central1-aiplatform.googleapis.com"),
+            "https://us-central1-aiplatform.googleapis.com"
+        );
+        assert_eq!(base_url("http://127.0.0.1:9/"), "http://127.0.0.1:9");
+    }
 
     #[test]
     fn retry_after_forms() {

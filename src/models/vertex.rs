@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::google_auth::GoogleAuth;
-use super::http_client::{body_error, Upstream};
+use super::http_client::{base_url, body_error, Upstream};
 use super::sse::{closed_early, frames_to_chunks, lazy, FrameHandler, Framer, Step};
 use super::{
     ChunkStream, ModelChunk, ModelError, ModelErrorKind, ModelMetadata, ModelProvider,
@@ -51,15 +51,10 @@ impl VertexClient {
         project: &str,
         location: &str,
     ) -> Self {
-        let base_url = if endpoint.contains("://") {
-            endpoint.trim_end_matches('/').to_string()
-        } else {
-            format!("https://{}", endpoint.trim_end_matches('/'))
-        };
         Self {
             upstream,
             auth,
-            base_url,
+            base_url: base_url(endpoint),
             project: project.to_string(),
             location: location.to_string(),
         }

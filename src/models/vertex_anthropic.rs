@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use super::anthropic::{messages_answer, messages_body, MessagesStream};
 use super::google_auth::GoogleAuth;
-use super::http_client::{body_error, Upstream};
+use super::http_client::{base_url, body_error, Upstream};
 use super::sse::{frames_to_chunks, lazy, SseDecoder};
 use super::{ChunkStream, ModelError, ModelErrorKind, ModelMetadata, ModelProvider, ModelRequest};
 
@@ -75,15 +75,6 @@ impl VertexAnthropicClient {
             "{base}/v1/projects/{}/locations/{location}/publishers/anthropic/models/{model}:{verb}",
             self.project
         )
-    }
-}
-
-fn base_url(endpoint: &str) -> String {
-    let endpoint = endpoint.trim_end_matches('/');
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("https://{endpoint}")
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
+use crate::models::http_client::base_url;
 use google_token::AccessTokenSource;
 
 /// The original's proxy timeout.
@@ -46,16 +47,6 @@ impl std::fmt::Debug for Upstreams {
     }
 }
 
-/// A base URL from an endpoint that may or may not carry a scheme.
-pub fn base_url(endpoint: &str) -> String {
-    let endpoint = endpoint.trim_end_matches('/');
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("https://{endpoint}")
-    }
-}
-
 /// The proxies' HTTP client.
 pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     crate::tls::client_builder()
@@ -84,19 +75,5 @@ impl Upstreams {
             google_token,
             http,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_get_https_unless_they_carry_a_scheme() {
-        assert_eq!(
-            base_url("us-central1-aiplatform.googleapis.com"),
-            "https://us-central1-aiplatform.googleapis.com"
-        );
-        assert_eq!(base_url("http://127.0.0.1:9/"), "http://127.0.0.1:9");
     }
 }
