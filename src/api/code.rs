@@ -255,7 +255,7 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
-/// Authorize the endpoint's unit primitive (spec 2.6), after body validation.
+/// A request header's value, when it is text.
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -749,6 +749,7 @@ fn plan_agent_generation(
             content_above_cursor: &file.content_above_cursor,
             content_below_cursor: &file.content_below_cursor,
             language_identifier: file.language_identifier.as_deref(),
+            language: Language::detect(&file.file_name, file.language_identifier.as_deref()),
             stream: body.stream.unwrap_or(false),
             metadata,
             user_instruction: match &body.prompt {
@@ -768,6 +769,8 @@ struct RegistryGeneration<'a> {
     content_above_cursor: &'a str,
     content_below_cursor: &'a str,
     language_identifier: Option<&'a str>,
+    /// What `Language::detect` made of the file name and identifier.
+    language: Option<Language>,
     stream: bool,
     /// The client's model (v2 only); `None`: the prompt's own.
     metadata: Option<ModelMetadata>,
@@ -784,7 +787,7 @@ fn plan_registry_generation(
     g: RegistryGeneration<'_>,
 ) -> Result<Plan, ApiError> {
     let prompt_id = g.prompt_id;
-    let language = Language::detect(g.file_name, g.language_identifier);
+    let language = g.language;
     let entry = state
         .prompts
         .resolve(
@@ -1277,6 +1280,7 @@ fn plan_components(
                         content_above_cursor: &p.content_above_cursor,
                         content_below_cursor: &p.content_below_cursor,
                         language_identifier: p.language_identifier.as_deref(),
+                        language,
                         stream: p.stream.unwrap_or(false),
                         metadata: None,
                         user_instruction: p.prompt.as_deref().unwrap_or(""),

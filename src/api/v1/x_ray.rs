@@ -62,15 +62,17 @@ async fn libraries(
     );
     model_request.params.max_tokens = Some(2048);
     model_request.params.temperature = Some(0.2);
-    log.set("model_engine", "anthropic");
-    log.set("model_name", MODEL);
+    let meta = provider.metadata();
+    log.set("model_engine", meta.engine.as_str());
+    log.set("model_name", meta.name.as_str());
 
-    let call = ModelCall::start(&state, provider, model_request, "code_suggestions").await;
-    let answer = match call {
-        Ok(call) => call.collect().await,
-        Err(failure) => Err(failure),
-    }
-    .map_err(|failure| failure_response(&failure, &log))?;
+    let call = ModelCall::start(&state, provider, model_request, "code_suggestions")
+        .await
+        .map_err(|failure| failure_response(&failure, &log))?;
+    let answer = call
+        .collect()
+        .await
+        .map_err(|failure| failure_response(&failure, &log))?;
     let text = answer.text();
     Ok(HttpResponse::Ok().json(json!({ "response": text })))
 }
