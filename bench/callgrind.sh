@@ -18,18 +18,10 @@ mkdir -p bench/results
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+source bench/lib.sh
 
 # The same signed token and body as bench/run.sh.
-openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
-NOW=$(date +%s); EXP=$((NOW + 3600))
-HEADER=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
-PAYLOAD=$(printf '{"iss":"gitlab-ai-gateway","aud":"gitlab-ai-gateway","sub":"777","exp":%d,"nbf":%d,"iat":%d,"jti":"bench","gitlab_realm":"saas","gitlab_instance_id":"1234","scopes":["complete_code"]}' "$EXP" "$NOW" "$NOW" | b64url)
-SIG=$(printf '%s.%s' "$HEADER" "$PAYLOAD" | openssl dgst -sha256 -sign "$WORK/key.pem" | b64url)
-AUTH=(-H "Authorization: Bearer $HEADER.$PAYLOAD.$SIG" -H "X-Gitlab-Authentication-Type: oidc" -H "X-Gitlab-Realm: saas"
-      -H "X-Gitlab-Instance-Id: 1234" -H "X-Gitlab-Global-User-Id: 777")
+signed_token "$WORK"
 cat > "$WORK/gw.json" <<'JSON'
 {"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
 JSON
@@ -47,7 +39,7 @@ env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$GPORT" \
     valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no "$BIN/ai-gateway" \
     >"$WORK/valgrind.log" 2>&1 &
 VG=$!; PIDS+=($VG)
-wait_http "http://127.0.0.1:$GPORT/monitoring/healthz"
+wait_http "http://127.0.0.1:$GPORT/monitoring/healthz" 1200  # valgrind starts slowly
 URL="http://127.0.0.1:$GPORT/v2/code/completions"
 "$BIN/loadgen" --threads 1 closed --url "$URL" --body "$WORK/gw.json" "${AUTH[@]}" --concurrency 1 --duration 2s >/dev/null
 callgrind_control -z "$VG" >/dev/null

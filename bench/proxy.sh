@@ -18,9 +18,7 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1" >&2; return 1; }
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+source "$ROOT/bench/lib.sh"
 
 TOKEN="$(printf '{"alg":"RS256","typ":"JWT"}' | b64url).$(printf '{"scopes":["duo_chat"]}' | b64url).c2ln"
 AUTH=(-H "Authorization: Bearer $TOKEN" -H "X-Gitlab-Authentication-Type: oidc" -H "x-gitlab-unit-primitive: duo_chat")

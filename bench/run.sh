@@ -33,21 +33,12 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "not up: $1" >&2; return 1; }
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+source "$ROOT/bench/lib.sh"
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 
 # --- a signing key and a realistic token -------------------------------------------------
-openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
-NOW=$(date +%s); EXP=$((NOW + 3600))
-HEADER=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
-PAYLOAD=$(printf '{"iss":"gitlab-ai-gateway","aud":"gitlab-ai-gateway","sub":"777","exp":%d,"nbf":%d,"iat":%d,"jti":"bench","gitlab_realm":"saas","gitlab_instance_id":"1234","scopes":["complete_code"]}' "$EXP" "$NOW" "$NOW" | b64url)
-SIG=$(printf '%s.%s' "$HEADER" "$PAYLOAD" | openssl dgst -sha256 -sign "$WORK/key.pem" | b64url)
-TOKEN="$HEADER.$PAYLOAD.$SIG"
-AUTH=(-H "Authorization: Bearer $TOKEN" -H "X-Gitlab-Authentication-Type: oidc" -H "X-Gitlab-Realm: saas"
-      -H "X-Gitlab-Instance-Id: 1234" -H "X-Gitlab-Global-User-Id: 777")
+signed_token "$WORK"
 
 # --- request bodies ----------------------------------------------------------------------
 cat > "$WORK/anthropic.json" <<'EOF'
