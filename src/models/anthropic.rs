@@ -328,6 +328,25 @@ struct DeltaText<'a> {
     text: Option<Cow<'a, str>>,
 }
 
+/// The text of a text delta in the exact bytes Anthropic sends,
+/// `{"type":"content_block_delta","index":<n>,"delta":{"type":"text_delta","text":"<text>"}}`,
+/// when the text needs no unescaping; `None` for any other form, which [`DeltaFields`] reads.
+/// A stream is mostly such frames, and matching them costs a tenth of a JSON parse.
+fn canonical_text_delta(data: &str) -> Option<&str> {
+    let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let text = rest
+        .get(digits..)?
+        .strip_prefix(r#","delta":{"type":"text_delta","text":""#)?
+        .strip_suffix(r#""}}"#)?;
+    // A quote, a backslash or a control character means escapes (or invalid JSON): parse it.
+    let plain = !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    plain.then_some(text)
+}
+
 /// A whole Messages answer read through [`AnswerFields`]; `None` when the body is an `error`
 /// or does not have the expected shape, and the caller reads it as a [`Value`] (which gives the
 /// same chunk for every well-formed answer and the usual errors otherwise).
@@ -393,6 +412,12 @@ impl FrameHandler for MessagesStream {
         }
         // Most frames of a stream are text deltas: read them without building a `Value`.
         if kind == "content_block_delta" {
+            if let Some(text) = canonical_text_delta(&event.data) {
+                return match text {
+                    "" => Step::Skip,
+                    text => Step::Chunk(ModelChunk::text(text)),
+                };
+            }
             if let Ok(frame) = serde_json::from_str::<DeltaFields<'_>>(&event.data) {
                 return match frame.delta.and_then(|d| d.text) {
                     Some(text) if !text.is_empty() => {
@@ -622,6 +647,41 @@ mod tests {
             [Some("plain".into()), Some("a\n\"b\" é".into()), None, None]
         );
         assert!(matches!(stream.frame(frame("{broken")), Step::Fail(_)));
+    }
+
+    #[test]
+    fn canonical_text_deltas_match_the_typed_reading() {
+        let typed = |data: &str| {
+            serde_json::from_str::<DeltaFields<'_>>(data)
+                .ok()
+                .and_then(|f| f.delta)
+                .and_then(|d| d.text)
+                .map(Cow::into_owned)
+        };
+        let canonical = [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"def hello():"}}"#,
+            r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"héllo ✓"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+        ];
+        for data in canonical {
+            assert_eq!(
+                canonical_text_delta(data).map(str::to_string),
+                typed(data),
+                "{data}"
+            );
+        }
+        // Everything else is left to the JSON parser.
+        for data in [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\nb"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"b"}}"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\tb\"}}",
+            r#"{"type":"content_block_delta","index":,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type": "content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}} "#,
+        ] {
+            assert_eq!(canonical_text_delta(data), None, "{data}");
+        }
     }
 
     #[test]

@@ -103,26 +103,41 @@ impl Fields {
         if line.first() == Some(&b':') {
             return None;
         }
-        let text = String::from_utf8_lossy(line);
-        let (field, value) = match text.find(':') {
+        // The field name ends at the first `:` (ASCII, so never inside a UTF-8 sequence): split
+        // the bytes, then convert only the value, on the validator's fast path.
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
-                let value = &text[i + 1..];
-                (&text[..i], value.strip_prefix(' ').unwrap_or(value))
+                let value = line.get(i + 1..).unwrap_or(&[]);
+                (
+                    line.get(..i).unwrap_or(&[]),
+                    value.strip_prefix(b" ").unwrap_or(value),
+                )
             }
-            None => (text.as_ref(), ""),
+            None => (line, &[][..]),
         };
         match field {
-            "event" => self.event = value.to_string(),
-            "data" => {
+            b"event" => {
+                self.event.clear();
+                push_text(&mut self.event, value);
+            }
+            b"data" => {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(value);
+                push_text(&mut self.data, value);
                 self.has_data = true;
             }
             _ => {}
         }
         None
+    }
+}
+
+/// Append `bytes` as text; invalid UTF-8 becomes U+FFFD, as browsers decode event streams.
+fn push_text(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -303,6 +318,25 @@ mod tests {
             assert_eq!(got[1].event, "ping");
             assert_eq!(got[1].data, "{}");
         }
+    }
+
+    #[test]
+    fn fields_without_colon_unknown_fields_and_invalid_utf8() {
+        let mut d = SseDecoder::new();
+        d.push(b"data\nid: 7\nretry: 10\ndata:x\n\nevent: b\xffad\ndata: caf\xc3\xa9 \xe2\x82\n\n");
+        assert_eq!(
+            all(&mut d),
+            vec![
+                SseEvent {
+                    event: "".into(),
+                    data: "\nx".into()
+                },
+                SseEvent {
+                    event: "b\u{fffd}ad".into(),
+                    data: "café \u{fffd}".into()
+                },
+            ]
+        );
     }
 
     #[test]
