@@ -45,30 +45,15 @@ JSON
 cat > "$WORK/direct-stream.json" <<'JSON'
 {"model":"claude-3-5-sonnet-20240620","max_tokens":4096,"messages":[{"role":"user","content":"def hello_world():"}],"temperature":0.2,"stream":true}
 JSON
-cat > "$WORK/gw.json" <<'JSON'
-{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
-JSON
-# Streamed through /v2/code/completions: v3/v4 refuse the self-signed user token every request
-# carries here (as the original does), so a v4 body would measure nothing but 403s.
-cat > "$WORK/gw-stream.json" <<'JSON'
-{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true,"prompt":[{"role":"user","content":"def hello_world():"}]}
-JSON
+bench_bodies "$WORK"  # gw.json, gw-stream.json: /v2/code/completions, as bench/run.sh
 
 port=$(free_port)
 pin "$UP_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 --mode instant --deltas "$DELTAS" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!); MOCK="http://127.0.0.1:$port"; wait_http "$MOCK/health"
 
-GW_PIN=(); command -v taskset >/dev/null 2>&1 && GW_PIN=(taskset -c "$GW_CPU")
-port=$(free_port); mport=$(free_port)
-env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$port" \
-    AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$mport" \
-    AIGW_HTTP__WORKERS=1 AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
-    AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
-    AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
-    AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
-    ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" ${GW_EXTRA_ENV:-} \
-    "${GW_PIN[@]}" "$BIN/ai-gateway" >"$WORK/gateway.out" 2>&1 &
-PIDS+=($!); GW="http://127.0.0.1:$port"; wait_http "$GW/monitoring/healthz"
+GATEWAY_WRAP=(); command -v taskset >/dev/null 2>&1 && GATEWAY_WRAP=(taskset -c "$GW_CPU")
+# shellcheck disable=SC2086  # GW_EXTRA_ENV holds NAME=value words
+start_gateway AIGW_HTTP__WORKERS=1 ${GW_EXTRA_ENV:-}
 
 measure() { # name url body [headers...]
   local name=$1 url=$2 body=$3; shift 3

@@ -23,32 +23,17 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm 
 trap cleanup EXIT
 source bench/lib.sh
 
-# The same signed token and body as bench/run.sh.
+# The same signed token and bodies as bench/run.sh.
 signed_token "$WORK"
-cat > "$WORK/gw.json" <<'JSON'
-{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
-JSON
-cat > "$WORK/gw-stream.json" <<'JSON'
-{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true,"prompt":[{"role":"user","content":"def hello_world():"}]}
-JSON
+bench_bodies "$WORK"
 MOCK_MODE=(--mode instant)
 [ "$MODE" = streams ] && MOCK_MODE=(--mode paced --deltas 64 --interval-ms 20)
 
-MPORT=$(free_port); GPORT=$(free_port); XPORT=$(free_port)
-"$BIN/mock-upstream" --listen "127.0.0.1:$MPORT" --threads 1 "${MOCK_MODE[@]}" >"$WORK/mock.log" 2>&1 &
-PIDS+=($!); wait_http "http://127.0.0.1:$MPORT/health"
-env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$GPORT" \
-    AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$XPORT" \
-    AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
-    AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
-    AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
-    AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
-    ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="http://127.0.0.1:$MPORT" \
-    valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no "$BIN/ai-gateway" \
-    >"$WORK/valgrind.log" 2>&1 &
-VG=$!; PIDS+=($VG)
-wait_http "http://127.0.0.1:$GPORT/monitoring/healthz" 1200  # valgrind starts slowly
-URL="http://127.0.0.1:$GPORT/v2/code/completions"
+start_mock "${MOCK_MODE[@]}"
+GATEWAY_WRAP=(valgrind --tool=callgrind --callgrind-out-file="$OUT" --dump-instr=no)
+GATEWAY_WAIT=1200 start_gateway  # valgrind starts slowly
+VG=$GW_PID
+URL="$GW/v2/code/completions"
 if [ "$MODE" = streams ]; then
   # Under valgrind the gateway runs ~50 times slower: 20 streams (1,000 frames/s) keep up.
   STREAMS=(--body "$WORK/gw-stream.json" --deltas 64 --interval-ms 20 --ramp-ms 200)

@@ -25,3 +25,49 @@ signed_token() {
   AUTH=(-H "Authorization: Bearer $TOKEN" -H "X-Gitlab-Authentication-Type: oidc" -H "X-Gitlab-Realm: saas"
         -H "X-Gitlab-Instance-Id: 1234" -H "X-Gitlab-Global-User-Id: 777")
 }
+
+# bench_bodies DIR: the request bodies of the scenarios (Anthropic Messages direct, the same through
+# /v2/code/completions, both streamed, and the mock-model body).
+bench_bodies() {
+  cat > "$1/anthropic.json" <<'EOF'
+{"model":"claude-3-5-sonnet-20240620","max_tokens":64,"messages":[{"role":"user","content":"def hello_world():"}]}
+EOF
+  cat > "$1/anthropic-stream.json" <<'EOF'
+{"model":"claude-3-5-sonnet-20240620","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"def hello_world():"}]}
+EOF
+  cat > "$1/gw.json" <<'EOF'
+{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
+EOF
+  # Streamed through /v2/code/completions (raw text): the one streaming endpoint a self-signed
+  # user token may call, as in the original.
+  cat > "$1/gw-stream.json" <<'EOF'
+{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true,"prompt":[{"role":"user","content":"def hello_world():"}]}
+EOF
+  cat > "$1/mock-model.json" <<'EOF'
+{"prompt_version":1,"current_file":{"file_name":"main.py","content_above_cursor":"def is_even(n: int) ->","content_below_cursor":""}}
+EOF
+}
+
+# start_mock ARGS...: the mock upstream on a free port (sets MOCK_PID, MOCK).
+# start_gateway ENV...: the gateway (GATEWAY_BIN, default $BIN/ai-gateway) in front of it, logging
+# to $WORK/gateway.log and trusting the key of signed_token (sets GW_PID, GW). GATEWAY_WRAP, an
+# array, is a command to run it under (taskset, valgrind); GATEWAY_WAIT the readiness tries.
+# Both need BIN, WORK and the PIDS array of the calling script.
+start_mock() { # mode, extra args...
+  local port; port=$(free_port)
+  "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 "$@" >"$WORK/mock.log" 2>&1 &
+  PIDS+=($!); MOCK_PID=$!; MOCK="http://127.0.0.1:$port"; wait_http "$MOCK/health"
+}
+start_gateway() { # extra env...
+  local port mport; port=$(free_port); mport=$(free_port)
+  env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$port" \
+      AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$mport" \
+      AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
+      AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
+      AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
+      AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
+      ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" "$@" \
+      ${GATEWAY_WRAP[@]+"${GATEWAY_WRAP[@]}"} "${GATEWAY_BIN:-$BIN/ai-gateway}" >"$WORK/gateway.out" 2>&1 &
+  PIDS+=($!); GW_PID=$!; GW="http://127.0.0.1:$port"
+  wait_http "$GW/monitoring/healthz" "${GATEWAY_WAIT:-200}"
+}

@@ -40,42 +40,8 @@ cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 # --- a signing key and a realistic token -------------------------------------------------
 signed_token "$WORK"
 
-# --- request bodies ----------------------------------------------------------------------
-cat > "$WORK/anthropic.json" <<'EOF'
-{"model":"claude-3-5-sonnet-20240620","max_tokens":64,"messages":[{"role":"user","content":"def hello_world():"}]}
-EOF
-cat > "$WORK/anthropic-stream.json" <<'EOF'
-{"model":"claude-3-5-sonnet-20240620","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"def hello_world():"}]}
-EOF
-cat > "$WORK/gw.json" <<'EOF'
-{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","prompt":[{"role":"user","content":"def hello_world():"}]}
-EOF
-# Streamed through /v2/code/completions (raw text): the one streaming endpoint a self-signed
-# user token may call, as in the original.
-cat > "$WORK/gw-stream.json" <<'EOF'
-{"prompt_version":3,"current_file":{"file_name":"main.py","content_above_cursor":"def hello_world():","content_below_cursor":""},"model_provider":"anthropic","model_name":"claude-3-5-sonnet-20240620","stream":true,"prompt":[{"role":"user","content":"def hello_world():"}]}
-EOF
-cat > "$WORK/mock-model.json" <<'EOF'
-{"prompt_version":1,"current_file":{"file_name":"main.py","content_above_cursor":"def is_even(n: int) ->","content_below_cursor":""}}
-EOF
+bench_bodies "$WORK"
 
-start_mock() { # mode, extra args...
-  local port; port=$(free_port)
-  "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 "$@" >"$WORK/mock.log" 2>&1 &
-  PIDS+=($!); MOCK_PID=$!; MOCK="http://127.0.0.1:$port"; wait_http "$MOCK/health"
-}
-start_gateway() { # extra env...
-  local port mport; port=$(free_port); mport=$(free_port)
-  env AIGW_FASTAPI__API_HOST=127.0.0.1 AIGW_FASTAPI__API_PORT="$port" \
-      AIGW_FASTAPI__METRICS_HOST=127.0.0.1 AIGW_FASTAPI__METRICS_PORT="$mport" \
-      AIGW_LOGGING__TO_FILE="$WORK/gateway.log" \
-      AIGW_SELF_SIGNED_JWT__SIGNING_KEY="$(cat "$WORK/key.pem")" \
-      AIGW_SELF_SIGNED_JWT__VALIDATION_KEY="$(cat "$WORK/key.pem")" \
-      AIGW_GITLAB_URL=http://127.0.0.1:9 AIGW_CUSTOMER_PORTAL_URL=http://127.0.0.1:9 \
-      ANTHROPIC_API_KEY=bench-key ANTHROPIC_BASE_URL="$MOCK" "$@" \
-      "$BIN/ai-gateway" >"$WORK/gateway.out" 2>&1 &
-  PIDS+=($!); GW_PID=$!; GW="http://127.0.0.1:$port"; wait_http "$GW/monitoring/healthz"
-}
 loadgen() { "$BIN/loadgen" --threads 1 "$@" 2>>"$OUT/loadgen.log"; }
 
 # --- non-streaming: concurrency sweep, direct vs gateway ---------------------------------
