@@ -258,6 +258,87 @@ mod tests {
         );
     }
 
+    /// The original's `ai_gateway/chat/tools/gitlab.py` (`name`, `resource`, `unit_primitive`,
+    /// `min_required_gl_version`) and `chat/toolset.py` (order; `commit_reader` behind
+    /// `ai_commit_reader_for_chat`, `build_reader` unflagged).
+    #[test]
+    fn tools_are_the_originals() {
+        let table: Vec<_> = TOOLS
+            .iter()
+            .chain([&SELF_HOSTED_DOCUMENTATION])
+            .map(|t| {
+                (
+                    t.name,
+                    t.resource,
+                    t.unit_primitive,
+                    t.min_version,
+                    t.feature_flag,
+                )
+            })
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                (
+                    "build_reader",
+                    "builds",
+                    "ask_build",
+                    Some("17.5.0-pre"),
+                    None
+                ),
+                ("epic_reader", "epics", "ask_epic", None, None),
+                ("issue_reader", "issues", "ask_issue", None, None),
+                (
+                    "merge_request_reader",
+                    "merge_requests",
+                    "ask_merge_request",
+                    Some("17.5.0-pre"),
+                    None
+                ),
+                (
+                    "gitlab_documentation",
+                    "documentation answers",
+                    "documentation_search",
+                    None,
+                    None
+                ),
+                (
+                    "commit_reader",
+                    "commits",
+                    "ask_commit",
+                    Some("17.5.0-pre"),
+                    Some("ai_commit_reader_for_chat")
+                ),
+                (
+                    "gitlab_documentation",
+                    "documentation answers",
+                    "documentation_search",
+                    None,
+                    None
+                ),
+            ]
+        );
+        // Each tool is offered for its own unit primitive alone, and below 17.5.0-pre only
+        // if it has no minimum version.
+        for (scope, name, ungated) in [
+            ("ask_build", "build_reader", false),
+            ("ask_epic", "epic_reader", true),
+            ("ask_issue", "issue_reader", true),
+            ("ask_merge_request", "merge_request_reader", false),
+            ("documentation_search", "gitlab_documentation", true),
+            ("ask_commit", "commit_reader", false),
+        ] {
+            let on = |_: &str| true;
+            assert_eq!(
+                names(&offered(&user(&[scope]), "17.5.0-pre", on, false)),
+                vec![name],
+                "{scope}"
+            );
+            let below = names(&offered(&user(&[scope]), "17.4.9", on, false));
+            assert_eq!(below == vec![name], ungated, "{scope} at 17.4.9");
+        }
+    }
+
     #[test]
     fn self_hosted_deployments_get_their_documentation_tool() {
         let tools = offered(&User::debug(None), "", |_| false, true);
