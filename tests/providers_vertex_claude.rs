@@ -3,6 +3,20 @@
 //! with `provider: litellm` reach, each against a fake upstream speaking the real wire format
 //! (Anthropic's SSE as Vertex relays it, Google's error bodies, a fake metadata server handing
 //! out the Google token; OpenAI's chat completions).
+//!
+//! The Vertex bytes follow what `streamRawPredict` and `rawPredict` were recorded sending
+//! (go-vcr cassettes of charmbracelet/fantasy,
+//! `providertests/testdata/TestGoogleCommon/vertex-claude-3-7-sonnet/{simple,simple_streaming,tool_streaming}.yaml`):
+//! `text/event-stream; charset=utf-8`; `message_start` with `model` as the message's first field,
+//! a `msg_vrtx_` id and the cache counters in `usage`; then `ping` (before `content_block_start`,
+//! its data `{"type": "ping"}` with a space); every other frame's JSON padded with a varying run
+//! of spaces (none included) before its closing `}`. The whole answer is `application/json`
+//! with the same field order. Google's own errors (quota, permissions) are pretty-printed
+//! `{"error": {"code", "message", "status"}}`, wrapped in a one-element array on
+//! `streamRawPredict` (LiteLLM's raw bytes in Aider-AI/aider#1912, cline/cline#651), served as
+//! `application/json; charset=UTF-8` and without `Retry-After` (the response headers in
+//! anthropics/claude-code#1378). An overload mid-stream is Anthropic's `error` event with
+//! `"details": null` (langgenius/dify#7122).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,44 +35,124 @@ fn inputs() -> Value {
            "user_instruction": "Write a function that adds two numbers."})
 }
 
-/// `message_start` as Vertex relays it (a `msg_vrtx_` id), the text block start and a ping.
+/// One event as Vertex relays it: `json` (compact, ending in `}`) with `pad` spaces before its
+/// closing `}`.
+fn vertex_event(name: &str, json: &str, pad: usize) -> Vec<u8> {
+    let open = json.strip_suffix('}').expect("a JSON object");
+    format!("event: {name}\ndata: {open}{}}}\n\n", " ".repeat(pad)).into_bytes()
+}
+
+/// `message_start` (`model` first, a `msg_vrtx_` id, the cache counters), then `ping` (its data
+/// unpadded, with a space), then the text block's start.
 fn vertex_head() -> Vec<Vec<u8>> {
     vec![
-        anthropic_event(
+        vertex_event(
             "message_start",
-            &json!({"type": "message_start", "message": {"id": "msg_vrtx_01Lh4mPgW3kt8Zr2ViuWHHmF",
-                "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-20240620",
-                "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 412, "output_tokens": 1}}}),
+            r#"{"type":"message_start","message":{"model":"claude-3-5-sonnet-20240620","id":"msg_vrtx_01Lh4mPgW3kt8Zr2ViuWHHmF","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":412,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":3}}}"#,
+            11,
         ),
-        anthropic_event(
+        b"event: ping\ndata: {\"type\": \"ping\"}\n\n".to_vec(),
+        vertex_event(
             "content_block_start",
-            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            9,
         ),
-        anthropic_event("ping", &json!({"type": "ping"})),
     ]
 }
 
-/// Google's error body for `status`.
-fn google_error(status: u16) -> Reply {
+/// One text delta; the padding varies with the text and is sometimes none, as recorded.
+fn vertex_delta(text: &str) -> Vec<u8> {
+    vertex_event(
+        "content_block_delta",
+        &format!(
+            r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,
+            serde_json::to_string(text).unwrap()
+        ),
+        [0, 5, 13, 2][text.len() % 4],
+    )
+}
+
+/// The block's end, `message_delta` with the output tokens, `message_stop`.
+fn vertex_tail(output_tokens: u64) -> Vec<Vec<u8>> {
+    vec![
+        vertex_event(
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+            3,
+        ),
+        vertex_event(
+            "message_delta",
+            &format!(
+                r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{output_tokens}}}}}"#
+            ),
+            1,
+        ),
+        vertex_event("message_stop", r#"{"type":"message_stop"}"#, 14),
+    ]
+}
+
+/// An overload in the middle of a stream: Anthropic's `error` event, `"details": null` included.
+fn vertex_overloaded() -> Vec<u8> {
+    vertex_event(
+        "error",
+        r#"{"type":"error","error":{"details":null,"type":"overloaded_error","message":"Overloaded"}}"#,
+        14,
+    )
+}
+
+/// A whole stream of `texts`.
+fn vertex_stream(texts: &[&str], output_tokens: u64) -> Reply {
+    let mut frames = vertex_head();
+    frames.extend(texts.iter().map(|t| vertex_delta(t)));
+    frames.extend(vertex_tail(output_tokens));
+    Reply::stream(
+        "text/event-stream; charset=utf-8",
+        frames.into_iter().map(Part::Data).collect(),
+    )
+}
+
+/// `bytes` as a whole (not chunked) answer of `content_type`.
+fn raw(status: u16, content_type: &str, bytes: &str) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type".into(), content_type.into())],
+        parts: vec![Part::Data(bytes.as_bytes().to_vec())],
+        chunked: false,
+    }
+}
+
+/// Google's error for `status`, pretty-printed; `streamed` (`streamRawPredict`) wraps it in a
+/// one-element array. No `Retry-After`: Google sends none.
+fn google_error(status: u16, streamed: bool) -> Reply {
     let (name, message) = match status {
         429 => (
             "RESOURCE_EXHAUSTED",
-            "Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude-3-5-sonnet. Please submit a quota increase request.",
+            "Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude-3-5-sonnet. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai.",
         ),
         503 => ("UNAVAILABLE", "The service is currently unavailable."),
         _ => ("INTERNAL", "Internal error encountered."),
     };
-    Reply::json(
-        status,
-        &json!({"error": {"code": status, "message": message, "status": name}}),
-    )
+    let error = format!(
+        "{{\n  \"error\": {{\n    \"code\": {status},\n    \"message\": \"{message}\",\n    \"status\": \"{name}\"\n  }}\n}}"
+    );
+    let body = if streamed {
+        format!("[{error}\n]")
+    } else {
+        format!("{error}\n")
+    };
+    raw(status, "application/json; charset=UTF-8", &body)
 }
 
+/// The whole `rawPredict` answer: `model` first, the cache counters in `usage`.
 fn vertex_message(text: &str) -> Reply {
-    let mut m = anthropic_message(text, 412, 9);
-    m["id"] = json!("msg_vrtx_013Zva2CMHLNnXjNJJKqJ2EF");
-    Reply::json(200, &m)
+    raw(
+        200,
+        "application/json",
+        &format!(
+            r#"{{"model":"claude-3-5-sonnet-20240620","id":"msg_vrtx_013Zva2CMHLNnXjNJJKqJ2EF","type":"message","role":"assistant","content":[{{"type":"text","text":{}}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{{"input_tokens":412,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":9}}}}"#,
+            serde_json::to_string(text).unwrap()
+        ),
+    )
 }
 
 fn kit(fake: &FakeUpstream) -> Kit {
@@ -81,12 +175,12 @@ fn kit(fake: &FakeUpstream) -> Kit {
         whole_body: json!({"inputs": inputs()}),
         upstream_path: "/publishers/anthropic/models/",
         head: vertex_head(),
-        delta: anthropic_delta,
-        tail: anthropic_tail(9),
-        error_frame: anthropic_error_event(),
+        delta: vertex_delta,
+        tail: vertex_tail(9),
+        error_frame: vertex_overloaded(),
         content_type: "text/event-stream; charset=utf-8",
-        whole: |text| vertex_message(text),
-        error: google_error,
+        whole: vertex_message,
+        error: |status| google_error(status, false),
     }
 }
 
@@ -179,13 +273,10 @@ async fn whole_raw_predict_with_the_metadata_servers_token() {
 async fn streamed_raw_predict_with_usage() {
     let fake = FakeUpstream::start().await;
     let kit = kit(&fake);
-    let mut frames = vertex_head();
-    frames.push(anthropic_delta("def add(a, b):"));
-    frames.push(anthropic_delta("\n    return a + b"));
-    frames.extend(anthropic_tail(14));
-    fake.push(Reply::stream(
-        "text/event-stream; charset=utf-8",
-        frames.into_iter().map(Part::Data).collect(),
+    // Padded deltas and an unpadded one, as Vertex sends them.
+    fake.push(vertex_stream(
+        &["def add(a, b):", "\n", "    return a + b"],
+        14,
     ));
     let gw = kit.gateway(&[]);
     let res = post(&gw, PROMPT, &kit.stream_body).await;
@@ -209,50 +300,30 @@ async fn streamed_raw_predict_with_usage() {
 
     let log = gw.access_log(PROMPT);
     assert_eq!(log["input_tokens"], 412);
-    assert_eq!(log["output_tokens"], 14);
-}
-
-/// A 429 with a long `Retry-After` is not retried and is the original's 421 for registry
-/// prompts; a short one is waited out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rate_limited_with_retry_after() {
-    let fake = FakeUpstream::start().await;
-    let kit = kit(&fake);
-    fake.push(google_error(429).header("retry-after", "30"));
-    let gw = kit.gateway(&[]);
-    let res = post(&gw, PROMPT, &kit.whole_body).await;
-    assert_eq!(res.status(), 421);
     assert_eq!(
-        res.json::<Value>().await.unwrap(),
-        json!({"detail": "429: Too Many Requests"})
+        log["output_tokens"], 14,
+        "message_delta's count, not message_start's"
     );
-    assert_eq!(fake.requests_to(":rawPredict").len(), 1, "not retried");
-    let log = gw.access_log(PROMPT);
-    assert_eq!(log["model_exception_status_code"], 429);
-    assert!(
-        log["model_exception_message"]
-            .as_str()
-            .unwrap()
-            .contains("RESOURCE_EXHAUSTED"),
-        "{log}"
-    );
-
-    fake.push(google_error(429).header("retry-after", "0"));
-    fake.push(vertex_message("after the wait"));
-    let res = post(&gw, PROMPT, &kit.whole_body).await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap(), json!("after the wait"));
-    assert_eq!(fake.requests_to(":rawPredict").len(), 3);
 }
 
+/// The `vertex_event` frame that newer Claude models on Vertex are reported to add (a usage
+/// summary: vercel/ai#11309) is passed over; where it comes in the stream is not recorded, so
+/// it is sent early, where it could be mistaken for the answer's usage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_error_retried_then_success() {
+async fn vertex_event_frames_are_passed_over() {
     let fake = FakeUpstream::start().await;
     let kit = kit(&fake);
-    fake.push(google_error(503));
     let mut frames = vertex_head();
-    frames.push(anthropic_delta("second time"));
-    frames.extend(anthropic_tail(2));
+    frames.insert(
+        1,
+        vertex_event(
+            "vertex_event",
+            r#"{"type":"vertex_event","usage":{"input_tokens":9,"output_tokens":1,"cache_creation_input_tokens":null,"cache_read_input_tokens":null,"web_search_requests":null,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"tiers":{"0-to-200000":{"input_tokens":9,"output_tokens":1,"cache_creation_input_tokens":null,"cache_read_input_tokens":null,"web_search_requests":null,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0}}}}}"#,
+            0,
+        ),
+    );
+    frames.push(vertex_delta("return a + b"));
+    frames.extend(vertex_tail(5));
     fake.push(Reply::stream(
         "text/event-stream; charset=utf-8",
         frames.into_iter().map(Part::Data).collect(),
@@ -262,12 +333,68 @@ async fn server_error_retried_then_success() {
     assert_eq!(res.status(), 200);
     let mut reader = StreamReader::new(Framing::Raw, res);
     reader.read_to_end().await;
+    assert!(!reader.failed);
+    assert_eq!(reader.content, "return a + b");
+    let log = gw.access_log(PROMPT);
+    assert_eq!(log["input_tokens"], 412);
+    assert_eq!(log["output_tokens"], 5);
+}
+
+/// Vertex's 429 carries no `Retry-After`: it is retried after the usual backoff, and when the
+/// retry is refused too it is the original's 421 for registry prompts, with Google's body
+/// (the streamed call's array) in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_is_retried_after_the_backoff() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    fake.push(google_error(429, true));
+    fake.push(google_error(429, true));
+    let gw = kit.gateway(&[]);
+    let res = post(&gw, PROMPT, &kit.stream_body).await;
+    assert_eq!(res.status(), 421);
+    assert!(res.headers().get("retry-after").is_none());
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"detail": "429: Too Many Requests"})
+    );
+    assert_eq!(
+        fake.requests_to(":streamRawPredict").len(),
+        2,
+        "retried once"
+    );
+    let log = gw.access_log(PROMPT);
+    assert_eq!(log["model_exception_status_code"], 429);
+    assert_eq!(
+        log["model_exception_message"],
+        "RateLimited: vertex-ai answered 429 Too Many Requests: [{\n  \"error\": {\n    \"code\": 429,\n    \"message\": \"Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude-3-5-sonnet. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai.\",\n    \"status\": \"RESOURCE_EXHAUSTED\"\n  }\n}\n]"
+    );
+
+    // The whole call's 429 is the bare object; a retry that succeeds is the answer.
+    fake.push(google_error(429, false));
+    fake.push(vertex_message("after the wait"));
+    let res = post(&gw, PROMPT, &kit.whole_body).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!("after the wait"));
+    assert_eq!(fake.requests_to(":rawPredict").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_retried_then_success() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    fake.push(google_error(503, true));
+    fake.push(vertex_stream(&["second time"], 2));
+    let gw = kit.gateway(&[]);
+    let res = post(&gw, PROMPT, &kit.stream_body).await;
+    assert_eq!(res.status(), 200);
+    let mut reader = StreamReader::new(Framing::Raw, res);
+    reader.read_to_end().await;
     assert_eq!(reader.content, "second time");
     assert_eq!(fake.requests_to(":streamRawPredict").len(), 2);
 
     // Retries run out: two 500s are the original's 421 with the upstream status.
-    fake.push(google_error(500));
-    fake.push(google_error(500));
+    fake.push(google_error(500, false));
+    fake.push(google_error(500, false));
     let res = post(&gw, PROMPT, &kit.whole_body).await;
     assert_eq!(res.status(), 421);
     assert_eq!(
