@@ -329,21 +329,28 @@ struct DeltaText<'a> {
 }
 
 /// The text of a text delta in the exact bytes Anthropic sends,
-/// `{"type":"content_block_delta","index":<n>,"delta":{"type":"text_delta","text":"<text>"}}`,
-/// when the text needs no unescaping; `None` for any other form, which [`DeltaFields`] reads.
-/// A stream is mostly such frames, and matching them costs a tenth of a JSON parse.
+/// `{"type":"content_block_delta","index":<n>,"delta":{"type":"text_delta","text":"<text>"}}`
+/// (Claude on Vertex pads it with spaces before the last `}`), when the text needs no
+/// unescaping; `None` for any other form, which [`DeltaFields`] reads. A stream is mostly such
+/// frames, and matching them costs a tenth of a JSON parse.
 fn canonical_text_delta(data: &str) -> Option<&str> {
     let rest = data.strip_prefix(r#"{"type":"content_block_delta","index":"#)?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
+    // A JSON number: at least one digit, no leading zero.
+    if digits == 0 || (digits > 1 && rest.starts_with('0')) {
         return None;
     }
-    let text = rest
+    let rest = rest
         .get(digits..)?
-        .strip_prefix(r#","delta":{"type":"text_delta","text":""#)?
-        .strip_suffix(r#""}}"#)?;
-    // A quote, a backslash or a control character means escapes (or invalid JSON): parse it.
-    let plain = !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        .strip_prefix(r#","delta":{"type":"text_delta","text":""#)?;
+    // A plain text has no quote, so it ends at the first one; then the delta's `}`, the padding
+    // and the event's `}`.
+    let (text, tail) = rest.split_at(rest.find('"')?);
+    if tail.strip_prefix("\"}")?.trim_start_matches(' ') != "}" {
+        return None;
+    }
+    // A backslash or a control character means escapes (or invalid JSON): parse it.
+    let plain = !text.bytes().any(|b| b == b'\\' || b < 0x20);
     plain.then_some(text)
 }
 
@@ -662,6 +669,7 @@ mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"def hello():"}}"#,
             r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"héllo ✓"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"padded"}     }"#,
         ];
         for data in canonical {
             assert_eq!(
@@ -676,9 +684,13 @@ mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"b"}}"#,
             "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\tb\"}}",
             r#"{"type":"content_block_delta","index":,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"content_block_delta","index":01,"delta":{"type":"text_delta","text":"a"}}"#,
             r#"{"type": "content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}} "#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}\t}",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"b"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"x":1}"#,
         ] {
             assert_eq!(canonical_text_delta(data), None, "{data}");
         }

@@ -18,9 +18,8 @@
 //! provider's parsers. As recorded from Vertex, the stream differs from Anthropic's own only in
 //! ways those parsers already pass over: `ping` comes right after `message_start` with the data
 //! `{"type": "ping"}`, every other frame's JSON has a varying run of spaces before its closing
-//! `}` (so padded text deltas are read by the typed reading, not the canonical-bytes shortcut),
-//! and newer models are reported to add `vertex_event` usage frames, which are skipped. The call
-//! carries a Google access token ([`GoogleAuth`], shared with the other Vertex models). Google's
+//! `}` (which the text-delta shortcut allows for), and newer models are reported to add
+//! `vertex_event` usage frames, which are skipped. The call carries a Google access token ([`GoogleAuth`], shared with the other Vertex models). Google's
 //! own errors before the first byte (quota, permissions) are pretty-printed `{"error": {"code",
 //! "message", "status"}}` (on `streamRawPredict` inside a one-element array) without
 //! `Retry-After`; whatever the body, the status goes through the same retry policy as every
