@@ -51,8 +51,10 @@ sleep 1
 PROFILE="$OUT.1"
 TOTAL=$(callgrind_annotate "$PROFILE" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 if [ "$MODE" = streams ]; then
-  read -r STREAMS_OK FRAMES < <(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['streams']; print(s['ok'], s['frames_received'])" "$WORK/run.json")
-  echo "clean streams: $STREAMS_OK, frames: $FRAMES"
+  read -r STREAMS_OK STREAMS_ASKED FRAMES < <(python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['streams']; print(s['ok'], s['requested'], s['frames_received'])" "$WORK/run.json")
+  echo "clean streams: $STREAMS_OK of $STREAMS_ASKED, frames: $FRAMES"
+  # Instructions spent on a dropped or failed stream would be charged to the clean ones.
+  [ "$STREAMS_OK" -gt 0 ] && [ "$STREAMS_OK" = "$STREAMS_ASKED" ] || { echo "not every stream was clean: no figure" >&2; exit 1; }
   echo "instructions: $TOTAL"
   echo "instructions per stream: $((TOTAL / STREAMS_OK)) (per frame, the stream's start included: $((TOTAL / FRAMES)))"
 else
