@@ -670,6 +670,7 @@ mod tests {
             r#"{"type":"content_block_delta","index":12,"delta":{"type":"text_delta","text":"héllo ✓"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"padded"}     }"#,
+            "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\u{7f}\u{2028}é\"}}",
         ];
         for data in canonical {
             assert_eq!(
@@ -690,6 +691,7 @@ mod tests {
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}} "#,
             "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}\t}",
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\"b"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\/b"}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"x":1}"#,
         ] {
             assert_eq!(canonical_text_delta(data), None, "{data}");

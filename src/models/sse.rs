@@ -36,6 +36,8 @@ pub struct SseDecoder {
     fields: Fields,
     /// The previous read ended in `\r`: a `\n` starting the next one belongs to it.
     skip_lf: bool,
+    /// The stream's start has been checked for a byte order mark.
+    bom_checked: bool,
 }
 
 /// The fields of the event being read.
@@ -68,6 +70,17 @@ impl SseDecoder {
     /// Lines are read in place (a vectorised search for the line end, no per-line buffer or
     /// reference count) and then dropped from the buffer.
     pub fn next_event(&mut self) -> Option<SseEvent> {
+        if !self.bom_checked {
+            // One U+FEFF at the start of the stream is dropped, as the standard says.
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return None;
+            }
+            if self.buf.starts_with(BOM) {
+                self.buf.advance(BOM.len());
+            }
+            self.bom_checked = true;
+        }
         loop {
             let end = memchr::memchr2(b'\n', b'\r', &self.buf)?;
             let event = self.fields.line(self.buf.get(..end).unwrap_or(&[]));
@@ -90,7 +103,9 @@ impl SseDecoder {
 impl Fields {
     fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
         if line.is_empty() {
-            if !self.has_data && self.event.is_empty() {
+            // A block without a `data` line dispatches nothing and forgets its event type.
+            if !self.has_data {
+                self.event.clear();
                 return None;
             }
             let event = SseEvent {
@@ -337,6 +352,30 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_block_without_data_and_a_leading_bom_are_dropped() {
+        let text = "\u{feff}event: lost\n\nevent: kept\ndata\n\n";
+        for cut in 0..text.len() {
+            let mut d = SseDecoder::new();
+            d.push(&text.as_bytes()[..cut]);
+            let mut got = all(&mut d);
+            d.push(&text.as_bytes()[cut..]);
+            got.extend(all(&mut d));
+            assert_eq!(
+                got,
+                vec![SseEvent {
+                    event: "kept".into(),
+                    data: "".into()
+                }],
+                "cut at {cut}"
+            );
+        }
+        // Only at the very start.
+        let mut d = SseDecoder::new();
+        d.push("data: a\u{feff}\n\n".as_bytes());
+        assert_eq!(d.next_event().unwrap().data, "a\u{feff}");
     }
 
     #[test]
