@@ -102,7 +102,10 @@ fn answer(fake: &FakeUpstream, texts: &[&str]) {
 
 /// Read a whole NDJSON response: its lines, each checked to be one JSON object.
 async fn lines(res: reqwest::Response) -> Vec<String> {
-    assert_eq!(res.status(), 200);
+    let status = res.status();
+    if status != 200 {
+        panic!("status {status}: {}", res.text().await.unwrap_or_default());
+    }
     assert_eq!(
         res.headers()["content-type"],
         "application/x-ndjson; charset=utf-8"

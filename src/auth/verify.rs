@@ -260,9 +260,14 @@ impl JwtVerifier {
         .next()
     }
 
-    /// Find a key that verifies `token`, in the published sets as they are now.
-    fn verify_now(&self, token: &str, kid: Option<&str>) -> Option<Map<String, Value>> {
-        let issuers = self.keys.issuer_keys();
+    /// Find a key that verifies `token`: the gateway's own, or one of `issuers` (a snapshot of
+    /// the published sets).
+    fn verify_with(
+        &self,
+        token: &str,
+        kid: Option<&str>,
+        issuers: &[Arc<KeySet>],
+    ) -> Option<Map<String, Value>> {
         let local = self.keys.local();
         match kid {
             Some(kid) => self.try_keys(
@@ -281,8 +286,9 @@ impl JwtVerifier {
         }
     }
 
-    fn kid_known(&self, kid: &str) -> bool {
-        self.keys.local().has_kid(kid) || self.keys.issuer_keys().iter().any(|s| s.has_kid(kid))
+    /// Whether the gateway or one of `issuers` holds a key named `kid`.
+    fn kid_in(&self, kid: &str, issuers: &[Arc<KeySet>]) -> bool {
+        self.keys.local().has_kid(kid) || issuers.iter().any(|s| s.has_kid(kid))
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<Map<String, Value>, String> {
@@ -304,23 +310,32 @@ impl JwtVerifier {
             ));
         }
         let kid = header.kid.as_deref();
-        if let Some(claims) = self.verify_now(token, kid) {
+        // The check and the decision to refresh read one snapshot: an issuer that publishes its
+        // keys between the two (its startup fetch finishing) must not make the kid look known
+        // to a check that never tried it.
+        let issuers = self.keys.issuer_keys();
+        if let Some(claims) = self.verify_with(token, kid, &issuers) {
             return Ok(claims);
         }
         // A kid nobody holds may be a key the issuer just rotated in; a token without kid that
         // no key verifies may be too. Either way: one refresh, cooldown permitting.
         let worth_refresh = match kid {
-            Some(kid) => !self.kid_known(kid),
+            Some(kid) => !self.kid_in(kid, &issuers),
             None => true,
         };
-        let enough = || kid.is_some_and(|kid| self.kid_known(kid));
-        if worth_refresh && self.keys.refresh(&enough).await {
-            if let Some(claims) = self.verify_now(token, kid) {
+        if worth_refresh {
+            let enough = || kid.is_some_and(|kid| self.kid_in(kid, &self.keys.issuer_keys()));
+            // Look again whether or not this request's asks fetched: keys that another
+            // request's refresh or a startup fetch published meanwhile count as well.
+            self.keys.refresh(&enough).await;
+            if let Some(claims) = self.verify_with(token, kid, &self.keys.issuer_keys()) {
                 return Ok(claims);
             }
         }
         Err(match kid {
-            Some(kid) if !self.kid_known(kid) => format!("no key with kid {kid:?}"),
+            Some(kid) if !self.kid_in(kid, &self.keys.issuer_keys()) => {
+                format!("no key with kid {kid:?}")
+            }
             _ => "signature verification failed".to_string(),
         })
     }
@@ -367,6 +382,59 @@ mod tests {
 
     fn map(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    /// Keys that an issuer publishes after the first look at them, as when its startup fetch
+    /// finishes while a token is being checked; its refresh asks fetch nothing (cooldown).
+    struct PublishedLate {
+        local: KeySet,
+        keys: Arc<KeySet>,
+        looks: std::sync::atomic::AtomicUsize,
+    }
+
+    impl KeySource for PublishedLate {
+        fn local(&self) -> &KeySet {
+            &self.local
+        }
+        fn issuer_keys(&self) -> Vec<Arc<KeySet>> {
+            let first = self.looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            if first {
+                Vec::new()
+            } else {
+                vec![Arc::clone(&self.keys)]
+            }
+        }
+        fn refresh<'a>(
+            &'a self,
+            _enough: &'a (dyn Fn() -> bool + Send + Sync),
+        ) -> BoxFuture<'a, bool> {
+            Box::pin(async { false })
+        }
+    }
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_published_during_the_check_are_tried() {
+        let mut jwk: Value = serde_json::from_str(&fixture("issuer_a.pub.json")).unwrap();
+        jwk["kid"] = json!("kid-a");
+        let keys = KeySet::from_jwks(&json!({"keys": [jwk]})).unwrap();
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("kid-a".into());
+        let signing =
+            jsonwebtoken::EncodingKey::from_rsa_pem(fixture("issuer_a.pem").as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&header, &json!({"sub": "1"}), &signing).unwrap();
+        let source = PublishedLate {
+            local: KeySet::default(),
+            keys: Arc::new(keys),
+            looks: Default::default(),
+        };
+        let verifier = JwtVerifier::new(Box::new(source), opts(), 0);
+        let claims = verifier.verify_claims(&token).await.unwrap().0;
+        assert_eq!(claims.subject.as_deref(), Some("1"));
     }
 
     #[test]
