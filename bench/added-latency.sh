@@ -48,7 +48,10 @@ JSON
 bench_bodies "$WORK"  # gw.json, gw-stream.json: /v2/code/completions, as bench/run.sh
 
 port=$(free_port)
-pin "$UP_CPU" "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 --mode instant --deltas "$DELTAS" >"$WORK/mock.log" 2>&1 &
+# Started directly, not through `pin`: a backgrounded shell function is a subshell, and killing
+# it at exit would leave the mock running.
+UP_PIN=(); command -v taskset >/dev/null 2>&1 && UP_PIN=(taskset -c "$UP_CPU")
+${UP_PIN[@]+"${UP_PIN[@]}"} "$BIN/mock-upstream" --listen "127.0.0.1:$port" --threads 1 --mode instant --deltas "$DELTAS" >"$WORK/mock.log" 2>&1 &
 PIDS+=($!); MOCK="http://127.0.0.1:$port"; wait_http "$MOCK/health"
 
 GATEWAY_WRAP=(); command -v taskset >/dev/null 2>&1 && GATEWAY_WRAP=(taskset -c "$GW_CPU")
