@@ -814,5 +814,20 @@ mod tests {
             }
             s => panic!("{s:?}"),
         }
+        // The same overload as Claude on Vertex relays it: `"details": null`, padded
+        // (langgenius/dify#7122; the padding as tests/providers_vertex_claude.rs records it).
+        match h.frame(ev(
+            "error",
+            r#"{"type":"error","error":{"details":null,"type":"overloaded_error","message":"Overloaded"}              }"#,
+        )) {
+            Step::Fail(e) => assert_eq!(
+                e,
+                ModelError::new(
+                    ModelErrorKind::Stream,
+                    "anthropic stream error overloaded_error: Overloaded"
+                )
+            ),
+            s => panic!("{s:?}"),
+        }
     }
 }

@@ -19,12 +19,14 @@
 //! ways those parsers already pass over: `ping` comes right after `message_start` with the data
 //! `{"type": "ping"}`, every other frame's JSON has a varying run of spaces before its closing
 //! `}` (which the text-delta shortcut allows for), and newer models are reported to add
-//! `vertex_event` usage frames, which are skipped. The call carries a Google access token ([`GoogleAuth`], shared with the other Vertex models). Google's
-//! own errors before the first byte (quota, permissions) are pretty-printed `{"error": {"code",
-//! "message", "status"}}` (on `streamRawPredict` inside a one-element array) without
-//! `Retry-After`; whatever the body, the status goes through the same retry policy as every
-//! upstream (408, 409, 429 and 5xx are retried; a 429 without `Retry-After` after the usual
-//! backoff). Deadlines are the request actor's, as for every provider.
+//! `vertex_event` usage frames, which are skipped (`tests/providers_vertex_claude.rs` sends the
+//! recorded bytes). The call carries a Google access token ([`GoogleAuth`], shared with the
+//! other Vertex models). Google's own errors before the first byte (quota, permissions) are
+//! pretty-printed `{"error": {"code", "message", "status"}}` (on `streamRawPredict` inside a
+//! one-element array) without `Retry-After`; whatever the body, the status goes through the
+//! same retry policy as every upstream (408, 409, 429 and 5xx are retried; a 429 without
+//! `Retry-After` after the usual backoff). Deadlines are the request actor's, as for every
+//! provider.
 
 use std::sync::Arc;
 
@@ -190,8 +192,7 @@ impl ModelProvider for VertexAnthropicModel {
 mod tests {
     use super::*;
     use crate::config::Models;
-    use crate::models::{Message, ModelChunk, Prompt, Usage};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::models::{Message, Prompt};
 
     fn client(endpoint: Option<&str>) -> Arc<VertexAnthropicClient> {
         let up = || Upstream::new("vertex-ai", &Models::default()).unwrap();
@@ -236,194 +237,5 @@ mod tests {
         assert_eq!(b["temperature"], 0.0);
         assert_eq!(b["stream"], true);
         assert!(m.body(&r, false).get("stream").is_none());
-    }
-
-    /// One event as Vertex relays it (recorded `streamRawPredict` answers: charmbracelet/fantasy,
-    /// `providertests/testdata/TestGoogleCommon/vertex-claude-3-7-sonnet/*_streaming.yaml`):
-    /// `json` with `pad` spaces before its closing `}`.
-    fn frame(name: &str, json: &str, pad: usize) -> Vec<u8> {
-        let open = json.strip_suffix('}').unwrap();
-        format!("event: {name}\ndata: {open}{}}}\n\n", " ".repeat(pad)).into_bytes()
-    }
-
-    /// `message_start` (`model` first), `ping` before the block's start, as Vertex orders them.
-    fn head() -> Vec<Vec<u8>> {
-        vec![
-            frame(
-                "message_start",
-                r#"{"type":"message_start","message":{"model":"claude-3-5-sonnet-20240620","id":"msg_vrtx_01Lh4mPgW3kt8Zr2ViuWHHmF","type":"message","role":"assistant","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":412,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":3}}}"#,
-                13,
-            ),
-            b"event: ping\ndata: {\"type\": \"ping\"}\n\n".to_vec(),
-            frame(
-                "content_block_start",
-                r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
-                9,
-            ),
-        ]
-    }
-
-    fn delta(text: &str, pad: usize) -> Vec<u8> {
-        let text = serde_json::to_string(text).unwrap();
-        frame(
-            "content_block_delta",
-            &format!(
-                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{text}}}}}"#
-            ),
-            pad,
-        )
-    }
-
-    /// A real socket answering the metadata server's token request, and every other request
-    /// with `status` (a status line's code and reason), `content_type` and `parts`, each part
-    /// one chunk of a chunked body. Returns its URL.
-    async fn upstream(
-        status: &'static str,
-        content_type: &'static str,
-        parts: Vec<Vec<u8>>,
-    ) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 8192];
-                let head_end = loop {
-                    let n = socket.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "request cut short");
-                    request.extend_from_slice(&buf[..n]);
-                    if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                while request.len() < head_end + length {
-                    let n = socket.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "request body cut short");
-                    request.extend_from_slice(&buf[..n]);
-                }
-                if head.contains("/computemetadata/") {
-                    let token =
-                        r#"{"access_token":"ya29.test","expires_in":3599,"token_type":"Bearer"}"#;
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{token}",
-                        token.len()
-                    );
-                    socket.write_all(answer.as_bytes()).await.unwrap();
-                    continue;
-                }
-                let head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-                );
-                socket.write_all(head.as_bytes()).await.unwrap();
-                for part in &parts {
-                    socket
-                        .write_all(format!("{:x}\r\n", part.len()).as_bytes())
-                        .await
-                        .unwrap();
-                    socket.write_all(part).await.unwrap();
-                    socket.write_all(b"\r\n").await.unwrap();
-                }
-                socket.write_all(b"0\r\n\r\n").await.unwrap();
-            }
-        });
-        url
-    }
-
-    /// Everything a streamed call to `url` yields.
-    async fn stream_from(url: &str) -> Vec<Result<ModelChunk, ModelError>> {
-        let models = Models {
-            max_retries: 0,
-            ..Models::default()
-        };
-        let up = || Upstream::new("vertex-ai", &models).unwrap();
-        let host = url.trim_start_matches("http://");
-        let auth = Arc::new(GoogleAuth::metadata_server(Some(host), up()));
-        let client = Arc::new(VertexAnthropicClient::new(up(), auth, Some(url), "proj"));
-        let model = VertexAnthropicModel::new(client, "claude-3-5-sonnet@20240620", "us-east5");
-        let request = ModelRequest::new(Prompt::Chat(vec![Message::new("user", "hi")]), true);
-        model.call(request).collect().await
-    }
-
-    #[tokio::test]
-    async fn the_recorded_stream_shape_is_read_with_its_usage() {
-        let mut parts = head();
-        parts.push(delta("def add(a, b):", 13));
-        parts.push(delta("\n", 0));
-        parts.push(delta("    return a + b", 5));
-        parts.push(frame(
-            "content_block_stop",
-            r#"{"type":"content_block_stop","index":0}"#,
-            3,
-        ));
-        parts.push(frame(
-            "message_delta",
-            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":14}}"#,
-            1,
-        ));
-        parts.push(frame("message_stop", r#"{"type":"message_stop"}"#, 14));
-        let url = upstream("200 OK", "text/event-stream; charset=utf-8", parts).await;
-        let items: Vec<ModelChunk> = stream_from(&url)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        let texts: Vec<&str> = items.iter().map(|c| c.text.as_str()).collect();
-        assert_eq!(texts, ["def add(a, b):", "\n", "    return a + b", ""]);
-        assert_eq!(
-            items.last().unwrap().usage,
-            Some(Usage {
-                input_tokens: 412,
-                output_tokens: 14
-            })
-        );
-    }
-
-    #[tokio::test]
-    async fn an_overload_mid_stream_ends_the_call_with_a_stream_error() {
-        let mut parts = head();
-        parts.push(delta("partial", 2));
-        parts.push(frame(
-            "error",
-            r#"{"type":"error","error":{"details":null,"type":"overloaded_error","message":"Overloaded"}}"#,
-            14,
-        ));
-        let url = upstream("200 OK", "text/event-stream; charset=utf-8", parts).await;
-        let items = stream_from(&url).await;
-        assert_eq!(
-            items,
-            [
-                Ok(ModelChunk::text("partial")),
-                Err(ModelError::new(
-                    ModelErrorKind::Stream,
-                    "anthropic stream error overloaded_error: Overloaded"
-                )),
-            ]
-        );
-    }
-
-    /// Google's quota error on `streamRawPredict`: a pretty-printed one-element array, no
-    /// `Retry-After` (Aider-AI/aider#1912, anthropics/claude-code#1378).
-    #[tokio::test]
-    async fn a_quota_error_is_rate_limited_with_googles_body() {
-        let body = "[{\n  \"error\": {\n    \"code\": 429,\n    \"message\": \"Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model with base model: anthropic-claude-3-5-sonnet. Please submit a quota increase request. https://cloud.google.com/vertex-ai/docs/generative-ai/quotas-genai.\",\n    \"status\": \"RESOURCE_EXHAUSTED\"\n  }\n}\n]";
-        let url = upstream(
-            "429 Too Many Requests",
-            "application/json; charset=UTF-8",
-            vec![body.as_bytes().to_vec()],
-        )
-        .await;
-        let items = stream_from(&url).await;
-        assert_eq!(
-            items,
-            [Err(ModelError::new(
-                ModelErrorKind::RateLimited,
-                format!("vertex-ai answered 429 Too Many Requests: {body}")
-            ))]
-        );
     }
 }
