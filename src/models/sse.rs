@@ -299,6 +299,16 @@ mod tests {
         std::iter::from_fn(|| decoder.next_event()).collect()
     }
 
+    /// The events of `text` fed in two reads, split at `cut`.
+    fn split_at(text: &[u8], cut: usize) -> Vec<SseEvent> {
+        let mut d = SseDecoder::new();
+        d.push(&text[..cut]);
+        let mut got = all(&mut d);
+        d.push(&text[cut..]);
+        got.extend(all(&mut d));
+        got
+    }
+
     #[test]
     fn events_comments_and_multiline_data() {
         let mut d = SseDecoder::new();
@@ -322,11 +332,7 @@ mod tests {
     fn split_anywhere_and_crlf() {
         let text = b"event: message_start\r\ndata: {\"a\": 1}\r\n\r\nevent: ping\rdata: {}\r\r";
         for cut in 0..text.len() {
-            let mut d = SseDecoder::new();
-            d.push(&text[..cut]);
-            let mut got = all(&mut d);
-            d.push(&text[cut..]);
-            got.extend(all(&mut d));
+            let got = split_at(text, cut);
             assert_eq!(got.len(), 2, "cut at {cut}");
             assert_eq!(got[0].event, "message_start");
             assert_eq!(got[0].data, "{\"a\": 1}");
@@ -358,13 +364,8 @@ mod tests {
     fn a_block_without_data_and_a_leading_bom_are_dropped() {
         let text = "\u{feff}event: lost\n\nevent: kept\ndata\n\n";
         for cut in 0..text.len() {
-            let mut d = SseDecoder::new();
-            d.push(&text.as_bytes()[..cut]);
-            let mut got = all(&mut d);
-            d.push(&text.as_bytes()[cut..]);
-            got.extend(all(&mut d));
             assert_eq!(
-                got,
+                split_at(text.as_bytes(), cut),
                 vec![SseEvent {
                     event: "kept".into(),
                     data: "".into()
