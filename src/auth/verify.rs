@@ -53,10 +53,10 @@ pub trait KeySource: Send + Sync + 'static {
     fn local(&self) -> &KeySet;
     /// The current key sets of the issuers.
     fn issuer_keys(&self) -> Vec<Arc<KeySet>>;
-    /// Ask every issuer for an on-demand refresh; whether any fetched anew. Returns as soon as
-    /// `enough()` holds after a fetch, so that a slow or unreachable issuer does not delay a
+    /// Ask every issuer for an on-demand refresh. Returns when every ask is answered, or as soon
+    /// as `enough()` holds after a fetch, so that a slow or unreachable issuer does not delay a
     /// token whose key another issuer just published.
-    fn refresh<'a>(&'a self, enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, bool>;
+    fn refresh<'a>(&'a self, enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, ()>;
 }
 
 /// Keys published by `JwksActor`s.
@@ -76,18 +76,15 @@ impl KeySource for ActorKeys {
         self.issuers.iter().filter_map(|h| h.keys()).collect()
     }
 
-    fn refresh<'a>(&'a self, enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, bool> {
+    fn refresh<'a>(&'a self, enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let mut asks: FuturesUnordered<_> =
                 self.issuers.iter().map(|h| h.refresh_on_demand()).collect();
-            let mut fetched = false;
             while let Some(anew) = asks.next().await {
-                fetched |= anew;
                 if anew && enough() {
                     break;
                 }
             }
-            fetched
         })
     }
 }
@@ -107,8 +104,8 @@ impl KeySource for StaticKeys {
     fn issuer_keys(&self) -> Vec<Arc<KeySet>> {
         self.issuers.clone()
     }
-    fn refresh<'a>(&'a self, _enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, bool> {
-        Box::pin(async { false })
+    fn refresh<'a>(&'a self, _enough: &'a (dyn Fn() -> bool + Send + Sync)) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 }
 
@@ -325,8 +322,8 @@ impl JwtVerifier {
         };
         if worth_refresh {
             let enough = || kid.is_some_and(|kid| self.kid_in(kid, &self.keys.issuer_keys()));
-            // Look again whether or not this request's asks fetched: keys that another
-            // request's refresh or a startup fetch published meanwhile count as well.
+            // Look again whatever the asks answered: keys that another request's refresh or a
+            // startup fetch published meanwhile count as well.
             self.keys.refresh(&enough).await;
             if let Some(claims) = self.verify_with(token, kid, &self.keys.issuer_keys()) {
                 return Ok(claims);
@@ -407,8 +404,8 @@ mod tests {
         fn refresh<'a>(
             &'a self,
             _enough: &'a (dyn Fn() -> bool + Send + Sync),
-        ) -> BoxFuture<'a, bool> {
-            Box::pin(async { false })
+        ) -> BoxFuture<'a, ()> {
+            Box::pin(async {})
         }
     }
 
