@@ -29,11 +29,8 @@ for bin in "$A" "$B"; do [ -x "$bin" ] || { echo "not an executable: $bin" >&2; 
 command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ] || { echo "needs taskset and 2 cores" >&2; exit 2; }
 cargo build --release --locked -p mock-upstream -p loadgen >&2
 BIN=$ROOT/target/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 source "$ROOT/bench/lib.sh"
+bench_scratch
 signed_token "$WORK"
 bench_bodies "$WORK"
 cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }

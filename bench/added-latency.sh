@@ -24,12 +24,8 @@ say() { printf '==> %s\n' "$*" >&2; }
 say "building release binaries"
 cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
 BIN=$ROOT/target/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"; }
-trap cleanup EXIT
-
 source "$ROOT/bench/lib.sh"
+bench_scratch
 NCPU=$(nproc)
 pin() { # cpu, command...
   local cpu=$1; shift

@@ -15,13 +15,10 @@ case "$MODE" in requests|streams) ;; *) echo "usage: $0 [requests|streams]" >&2;
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
 BIN=$PWD/target/release
-WORK=$(mktemp -d)
 OUT=$PWD/bench/results/callgrind-$(date -u +%Y%m%dT%H%M%SZ).out
 mkdir -p bench/results
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 source bench/lib.sh
+bench_scratch
 
 # The same signed token and bodies as bench/run.sh.
 signed_token "$WORK"

@@ -1,6 +1,15 @@
 # Shared by the bench scripts (sourced, not run): ports, readiness waits and the signed token
 # every gateway request carries.
 
+# bench_scratch: a scratch directory in WORK (kept, and named on stderr, when KEEP is set) and
+# an exit trap that stops every process whose pid the script added to PIDS.
+bench_scratch() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap 'for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+        if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi' EXIT
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # wait_http URL [TRIES]: poll URL every 50 ms until it answers 2xx (default 200 tries, 10 s).

@@ -14,11 +14,8 @@ DUR=${DUR:-5s}; WARM=${WARM:-1s}
 
 cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
 BIN=$ROOT/target/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 source "$ROOT/bench/lib.sh"
+bench_scratch
 
 TOKEN="$(printf '{"alg":"RS256","typ":"JWT"}' | b64url).$(printf '{"scopes":["duo_chat"]}' | b64url).c2ln"
 AUTH=(-H "Authorization: Bearer $TOKEN" -H "X-Gitlab-Authentication-Type: oidc" -H "x-gitlab-unit-primitive: duo_chat")

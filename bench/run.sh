@@ -28,12 +28,9 @@ cargo build --release --locked -p ai-gateway -p mock-upstream -p loadgen >&2
 BIN=$ROOT/target/release
 OUT=$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 source "$ROOT/bench/lib.sh"
+bench_scratch
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 
