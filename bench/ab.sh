@@ -33,7 +33,6 @@ source "$ROOT/bench/lib.sh"
 bench_scratch
 signed_token "$WORK"
 bench_bodies "$WORK"
-cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 lg() { "$BIN/loadgen" --threads 1 "$@" 2>>"$WORK/loadgen.log"; }
 STREAMS=(--deltas 64 --interval-ms 20 --streams 1000 --ramp-ms 500)
 

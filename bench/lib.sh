@@ -10,6 +10,10 @@ bench_scratch() {
         if [ -n "${KEEP:-}" ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi' EXIT
 }
 
+# rss_kb PID, cpu_s PID: a process's resident memory (kB) and CPU time so far (user + system, s).
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # wait_http URL [TRIES]: poll URL every 50 ms until it answers 2xx (default 200 tries, 10 s).

@@ -31,8 +31,6 @@ mkdir -p "$OUT"
 
 source "$ROOT/bench/lib.sh"
 bench_scratch
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_s() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 
 # --- a signing key and a realistic token -------------------------------------------------
 signed_token "$WORK"
