@@ -2,8 +2,9 @@
 # The benchmark kit: one command, everything on this machine, direct and through-gateway
 # measured side by side in the same run.
 #
-#   bash bench/run.sh            # full run (about 4 minutes), writes BENCHMARKS.md
-#   bash bench/run.sh --quick    # shorter runs, for a smoke test
+#   bash bench/run.sh            # full run (about 15 minutes: 4 of scenarios, a 10-minute soak)
+#   bash bench/run.sh --quick    # shorter runs and a 30 s soak, for a smoke test
+#   SOAK_S=120 bash bench/run.sh # the full scenarios with a shorter soak
 #
 # Pieces: bench/mock-upstream (the provider: Anthropic Messages, instant or paced SSE),
 # bench/loadgen (open/closed-loop load and SSE frame timing), the release gateway. Every
@@ -83,6 +84,31 @@ start_gateway AIGW_MOCK_MODEL_RESPONSES=true
 loadgen closed --url "$GW/v2/code/completions" --body "$WORK/mock-model.json" "${AUTH[@]}" --concurrency 64 --duration "$DUR" --warmup "$WARM" >"$OUT/mock-model-c64.json"
 kill "$GW_PID" "$MOCK_PID"; sleep 0.2
 
+# --- soak: RSS over ten minutes of mixed traffic -------------------------------------------
+# Whole answers at a steady rate and rounds of paced streams, both through one fresh gateway,
+# with its RSS sampled every 5 s. The steady state starts a tenth of the way in (allocator pools,
+# upstream connections and the token cache warmed); report.py compares the median of the last
+# tenth's samples with the median of the tenth from there (a sample lands anywhere in a round of
+# streams, so single samples swing by the streams' buffers).
+SOAK_S=${SOAK_S:-600}; [ $QUICK = 1 ] && SOAK_S=${SOAK_S_QUICK:-30}
+say "soak: $SOAK_S s of whole answers at 1,000 req/s and rounds of 200 paced streams"
+start_mock --mode paced --deltas 64 --interval-ms 20
+start_gateway
+: >"$OUT/soak-rss.txt"; : >"$OUT/soak-streams.jsonl"
+( t0=$(date +%s); while :; do echo "$(( $(date +%s) - t0 )) $(rss_kb "$GW_PID")" >>"$OUT/soak-rss.txt"; sleep 5; done ) &
+SAMPLER=$!; PIDS+=("$SAMPLER")
+loadgen rate --url "$GW/v2/code/completions" --body "$WORK/gw.json" "${AUTH[@]}" --rate 1000 --connections 64 --duration "${SOAK_S}s" >"$OUT/soak-whole.json" &
+WHOLE=$!
+end=$(( $(date +%s) + SOAK_S - 2 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  loadgen streams --url "$GW/v2/code/completions" --body "$WORK/gw-stream.json" "${AUTH[@]}" --streams 200 --deltas 64 --interval-ms 20 --ramp-ms 100 | tr -d '\n' >>"$OUT/soak-streams.jsonl"
+  echo >>"$OUT/soak-streams.jsonl"
+done
+wait "$WHOLE"
+kill "$SAMPLER"; sleep 1
+rss_kb "$GW_PID" >"$OUT/soak-rss-after.txt"
+kill "$GW_PID" "$MOCK_PID"; sleep 0.2
+
 # --- report --------------------------------------------------------------------------------
-python3 bench/report.py "$OUT" "$GW_IDLE_RSS" "$GW_LOAD_RSS" "$GW_AFTER_RSS" "$QUICK" "$SWEEP" "$STREAMS"
+python3 bench/report.py "$OUT" "$GW_IDLE_RSS" "$GW_LOAD_RSS" "$GW_AFTER_RSS" "$QUICK" "$SWEEP" "$STREAMS" "$SOAK_S"
 say "results in $OUT; table written to BENCHMARKS.md"
