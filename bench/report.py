@@ -11,9 +11,14 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-out, idle_kb, load_kb, after_kb, quick, sweep, streams, soak_s = sys.argv[1:9]
-sweep = sweep.split()
-streams = streams.split()
+out = sys.argv[1]
+# run.txt: the run's settings and the RSS readings taken between the scenarios (key=value lines).
+with open(os.path.join(out, "run.txt")) as f:
+    run = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+idle_kb, load_kb, after_kb = run["idle_kb"], run["load_kb"], run["after_kb"]
+quick, soak_s = run["quick"], run.get("soak_s", "0")
+sweep = run["sweep"].split()
+streams = run["streams"].split()
 
 
 def load(name):
@@ -22,7 +27,7 @@ def load(name):
 
 
 def us(v):
-    return "—" if v is None else f"{v:,.0f} µs" if v >= 100 else f"{v:.1f} µs"
+    return "—" if v is None else f"{v:,.0f} µs" if abs(v) >= 100 else f"{v:.1f} µs"
 
 
 def lat(d, key):
@@ -41,13 +46,19 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+commit = run.get("commit") or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+# The run's start, from its result directory's name (bench/results/<UTC timestamp>).
+try:
+    started = datetime.strptime(os.path.basename(os.path.normpath(out)), "%Y%m%dT%H%M%SZ")
+    when = started.strftime("%Y-%m-%d %H:%M UTC") + " (start)"
+except ValueError:
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 lines = []
 lines.append("# Benchmarks\n")
 lines.append(
     f"Machine: {os.cpu_count()} cores ({cpu_model()}), {platform.system()} {platform.release()}; "
     f"everything on one box (mock upstream 1 thread, load driver 1 thread, gateway with one HTTP "
-    f"worker per core). Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. "
+    f"worker per core). Date: {when}. "
     f"Commit: `{commit}`. Command: `bash bench/run.sh{' --quick' if quick == '1' else ''}`.\n"
 )
 lines.append(
@@ -175,9 +186,14 @@ for n in streams:
     bad = gs["dropped"] + gs["failed"]
     add_ttft = (gs.get("ttft_us") or {}).get("p99", 0) - (d["streams"].get("ttft_us") or {}).get("p99", 0)
     add_gap = (gs.get("gap_us") or {}).get("p99", 0) - (d["streams"].get("gap_us") or {}).get("p99", 0)
+    # A negative difference is two percentiles of separate runs where the direct run was the
+    # slower one: within the target by its definition, but say so rather than print a bare "yes".
+    def judged(added):
+        return met(added <= 1000) + (" (the direct run's p99 was the higher)" if added < 0 else "")
+
     targets.append((f"{int(n):,} paced streams: none dropped; added TTFT p99 ≤ 1 ms, added gap p99 ≤ 1 ms",
                     f"{bad} dropped, {gs.get('late_frames', 0):,} late frames; TTFT {us(add_ttft)}, gap {us(add_gap)}",
-                    f"dropped: {met(bad == 0)}; TTFT: {met(add_ttft <= 1000)}; gap: {met(add_gap <= 1000)}"))
+                    f"dropped: {met(bad == 0)}; TTFT: {judged(add_ttft)}; gap: {judged(add_gap)}"))
 with open(os.path.join(out, f"gateway-streams{streams[-1]}.rss")) as f:
     held_kb = int(f.read().strip() or 0)
 targets.append((f"RSS ≤ 30 MB idle, ≤ 200 MB holding {int(streams[-1]):,} streams",

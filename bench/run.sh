@@ -110,5 +110,16 @@ rss_kb "$GW_PID" >"$OUT/soak-rss-after.txt"
 kill "$GW_PID" "$MOCK_PID"; sleep 0.2
 
 # --- report --------------------------------------------------------------------------------
-python3 bench/report.py "$OUT" "$GW_IDLE_RSS" "$GW_LOAD_RSS" "$GW_AFTER_RSS" "$QUICK" "$SWEEP" "$STREAMS" "$SOAK_S"
+# What report.py needs besides the JSON files, kept with them so a report can be made again.
+cat >"$OUT/run.txt" <<EOF
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src actors Cargo.lock || echo "+local changes")
+idle_kb=$GW_IDLE_RSS
+load_kb=$GW_LOAD_RSS
+after_kb=$GW_AFTER_RSS
+quick=$QUICK
+sweep=$SWEEP
+streams=$STREAMS
+soak_s=$SOAK_S
+EOF
+python3 bench/report.py "$OUT"
 say "results in $OUT; table written to BENCHMARKS.md"
