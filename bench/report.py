@@ -137,7 +137,7 @@ if os.path.exists(os.path.join(out, "soak-rss.txt")):
     k = max(1, len(samples) // 10)
     first, last = sorted(steady[:k]), sorted(steady[-k:])
     with open(os.path.join(out, "soak-rss-after.txt")) as f:
-        after_soak_kb = int(f.read().strip())
+        after_soak_kb = int(f.read().strip() or 0)  # empty: the gateway was gone
     soak = {
         "start_kb": first[len(first) // 2],
         "end_kb": last[len(last) // 2],
@@ -157,7 +157,9 @@ if os.path.exists(os.path.join(out, "soak-rss.txt")):
         f"{st_late:,} late frames. Gateway RSS, median of {soak['window']} s of 5 s samples: "
         f"{soak['start_kb'] / 1024:.1f} MB from {start_at} s (the steady state's start), "
         f"{soak['end_kb'] / 1024:.1f} MB at the end (**{soak['growth']:+.1%}**); at most {soak['max_kb'] / 1024:.1f} MB, "
-        f"{soak['after_kb'] / 1024:.1f} MB a second after the traffic stopped. Every sample is in "
+        + (f"{soak['after_kb'] / 1024:.1f} MB a second after the traffic stopped. " if soak["after_kb"]
+           else "**the gateway was not running after the soak**. ")
+        + "Every sample is in "
         f"`soak-rss.txt` of the run's result directory.\n"
     )
 

@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh            # full run (about 15 minutes: 4 of scenarios, a 10-minute soak)
 #   bash bench/run.sh --quick    # shorter runs and a 30 s soak, for a smoke test
-#   SOAK_S=120 bash bench/run.sh # the full scenarios with a shorter soak
+#   SOAK_S=120 bash bench/run.sh # the full scenarios with a shorter soak (SOAK_S=0: none)
 #
 # Pieces: bench/mock-upstream (the provider: Anthropic Messages, instant or paced SSE),
 # bench/loadgen (open/closed-loop load and SSE frame timing), the release gateway. Every
@@ -91,23 +91,25 @@ kill "$GW_PID" "$MOCK_PID"; sleep 0.2
 # tenth's samples with the median of the tenth from there (a sample lands anywhere in a round of
 # streams, so single samples swing by the streams' buffers).
 SOAK_S=${SOAK_S:-600}; [ $QUICK = 1 ] && SOAK_S=${SOAK_S_QUICK:-30}
-say "soak: $SOAK_S s of whole answers at 1,000 req/s and rounds of 200 paced streams"
-start_mock --mode paced --deltas 64 --interval-ms 20
-start_gateway
-: >"$OUT/soak-rss.txt"; : >"$OUT/soak-streams.jsonl"
-( t0=$(date +%s); while :; do echo "$(( $(date +%s) - t0 )) $(rss_kb "$GW_PID")" >>"$OUT/soak-rss.txt"; sleep 5; done ) &
-SAMPLER=$!; PIDS+=("$SAMPLER")
-loadgen rate --url "$GW/v2/code/completions" --body "$WORK/gw.json" "${AUTH[@]}" --rate 1000 --connections 64 --duration "${SOAK_S}s" >"$OUT/soak-whole.json" &
-WHOLE=$!
-end=$(( $(date +%s) + SOAK_S - 2 ))
-while [ "$(date +%s)" -lt "$end" ]; do
-  loadgen streams --url "$GW/v2/code/completions" --body "$WORK/gw-stream.json" "${AUTH[@]}" --streams 200 --deltas 64 --interval-ms 20 --ramp-ms 100 | tr -d '\n' >>"$OUT/soak-streams.jsonl"
-  echo >>"$OUT/soak-streams.jsonl"
-done
-wait "$WHOLE"
-kill "$SAMPLER"; sleep 1
-rss_kb "$GW_PID" >"$OUT/soak-rss-after.txt"
-kill "$GW_PID" "$MOCK_PID"; sleep 0.2
+if [ "$SOAK_S" -gt 0 ]; then
+  say "soak: $SOAK_S s of whole answers at 1,000 req/s and rounds of 200 paced streams"
+  start_mock --mode paced --deltas 64 --interval-ms 20
+  start_gateway
+  : >"$OUT/soak-rss.txt"; : >"$OUT/soak-streams.jsonl"
+  ( t0=$(date +%s); while :; do echo "$(( $(date +%s) - t0 )) $(rss_kb "$GW_PID")" >>"$OUT/soak-rss.txt"; sleep 5; done ) &
+  SAMPLER=$!; PIDS+=("$SAMPLER")
+  loadgen rate --url "$GW/v2/code/completions" --body "$WORK/gw.json" "${AUTH[@]}" --rate 1000 --connections 64 --duration "${SOAK_S}s" >"$OUT/soak-whole.json" &
+  WHOLE=$!
+  end=$(( $(date +%s) + SOAK_S - 2 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    loadgen streams --url "$GW/v2/code/completions" --body "$WORK/gw-stream.json" "${AUTH[@]}" --streams 200 --deltas 64 --interval-ms 20 --ramp-ms 100 | tr -d '\n' >>"$OUT/soak-streams.jsonl"
+    echo >>"$OUT/soak-streams.jsonl"
+  done
+  wait "$WHOLE"
+  kill "$SAMPLER"; sleep 1
+  rss_kb "$GW_PID" >"$OUT/soak-rss-after.txt"
+  kill "$GW_PID" "$MOCK_PID"; sleep 0.2
+fi
 
 # --- report --------------------------------------------------------------------------------
 # What report.py needs besides the JSON files, kept with them so a report can be made again.
