@@ -739,6 +739,84 @@ async fn tokens_without_kid_are_tried_against_every_key() {
     assert_eq!(s, 401);
 }
 
+/// A JWKS entry's `kid` is optional (RFC 7517 4.5) and the original ignores `kid`: a token naming
+/// a `kid` that the issuer publishes its key without, or under another name, is accepted.
+#[tokio::test]
+async fn a_kid_no_published_key_carries_falls_back_to_every_key() {
+    let issuer = TestIssuer::start(&[("issuer_a", None), ("issuer_b", Some("b"))]);
+    let gw = gateway(&issuer, &[]);
+    issuer.wait_jwks_fetches(1);
+    let claims = instance_claims(&issuer.url, &["complete_code"]);
+    for (key, kid) in [("issuer_a", "a"), ("issuer_b", "not-b")] {
+        let (s, b) = call(
+            &gw,
+            "/v3/code/completions",
+            Some(&sign(key, Some(kid), &claims)),
+            &instance_headers(),
+        )
+        .await;
+        assert_eq!(s, 200, "{key} as {kid}: {b}");
+    }
+    let (s, _) = call(
+        &gw,
+        "/v3/code/completions",
+        Some(&sign("rogue", Some("a"), &claims)),
+        &instance_headers(),
+    )
+    .await;
+    assert_eq!(s, 401);
+}
+
+/// Discovery and key-set documents are read up to 1 MiB: a larger one (announced by its length,
+/// or streamed without one) is a failed fetch, so a misbehaving issuer can neither fill the
+/// gateway's memory nor replace its keys with whatever it sent.
+#[tokio::test]
+async fn an_oversized_issuer_document_is_a_failed_fetch() {
+    use common::fake_upstream::{FakeUpstream, Part, Reply};
+    let fetch = |url: String| ai_gateway::auth::jwks::http_fetcher(url, Duration::from_secs(10));
+    let discovery = |up: &FakeUpstream| {
+        up.route(
+            "/.well-known/openid-configuration",
+            Reply::json(200, &json!({"jwks_uri": format!("{}/jwks", up.url)})),
+        );
+    };
+    // The control: a real key set of a few hundred bytes.
+    let small = FakeUpstream::start().await;
+    discovery(&small);
+    small.route(
+        "/jwks",
+        Reply::json(
+            200,
+            &json!({"keys": [common::issuer::public_jwk("issuer_a")]}),
+        ),
+    );
+    assert_eq!(
+        fetch(small.url.clone())().await.map(|k| k.keys.len()),
+        Ok(1)
+    );
+
+    let limit = ai_gateway::auth::jwks::MAX_DOCUMENT_BYTES;
+    let padding = " ".repeat(limit);
+    let whole = FakeUpstream::start().await;
+    discovery(&whole);
+    whole.route(
+        "/jwks",
+        Reply::json(200, &json!({"keys": [], "pad": padding})),
+    );
+    let streamed = FakeUpstream::start().await;
+    discovery(&streamed);
+    let chunk = vec![b' '; 64 * 1024];
+    let mut parts = vec![Part::Data(b"{\"keys\": []".to_vec())];
+    parts.extend((0..=limit / chunk.len()).map(|_| Part::Data(chunk.clone())));
+    parts.push(Part::Data(b"}".to_vec()));
+    streamed.route("/jwks", Reply::stream("application/json", parts));
+    for up in [whole, streamed] {
+        let outcome = fetch(up.url.clone())().await.map(|k| k.keys.len());
+        let expected = format!("GET {}/jwks: document larger than {limit} bytes", up.url);
+        assert_eq!(outcome, Err(expected));
+    }
+}
+
 #[tokio::test]
 async fn key_rotation_is_picked_up_on_the_first_token_with_the_new_kid() {
     let issuer = TestIssuer::start(&[("issuer_a", Some("a"))]);

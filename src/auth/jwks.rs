@@ -35,8 +35,11 @@ pub fn discovery_url(base: &str) -> Result<url::Url, String> {
         .map_err(|e| format!("invalid issuer URL {base:?}: {e}"))
 }
 
+/// Upper bound of a discovery or key-set document (real ones are a few KiB).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
 async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let res = client
+    let mut res = client
         .get(url)
         .send()
         .await
@@ -45,9 +48,21 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, String> 
     if !status.is_success() {
         return Err(format!("GET {url}: status {}", status.as_u16()));
     }
-    res.json::<Value>()
-        .await
-        .map_err(|e| format!("GET {url}: invalid JSON: {e}"))
+    let too_large = || format!("GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes");
+    if res
+        .content_length()
+        .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice::<Value>(&body).map_err(|e| format!("GET {url}: invalid JSON: {e}"))
 }
 
 /// Discovery, then the key set.

@@ -166,7 +166,7 @@ pub fn check_claims(
     }
     numeric(claims, "iat")?;
     match claims.get("aud") {
-        None | Some(Value::Null) => {
+        None => {
             if options.require_aud {
                 return Err("aud claim required".into());
             }
@@ -177,6 +177,9 @@ pub fn check_claims(
             }
         }
         Some(Value::Array(auds)) => {
+            if auds.iter().any(|a| !a.is_string()) {
+                return Err("Invalid claim format in token".into());
+            }
             if !auds
                 .iter()
                 .any(|a| a.as_str() == Some(options.service_name.as_str()))
@@ -187,8 +190,12 @@ pub fn check_claims(
         Some(_) => return Err("Invalid claim format in token".into()),
     }
     match claims.get("sub") {
-        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        None | Some(Value::String(_)) => {}
         Some(_) => return Err("Subject must be a string.".into()),
+    }
+    match claims.get("jti") {
+        None | Some(Value::String(_)) => {}
+        Some(_) => return Err("JWT ID must be a string.".into()),
     }
     if !options.allowed_issuers.is_empty() {
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
@@ -267,12 +274,25 @@ impl JwtVerifier {
     ) -> Option<Map<String, Value>> {
         let local = self.keys.local();
         match kid {
-            Some(kid) => self.try_keys(
-                token,
-                local
-                    .with_kid(kid)
-                    .chain(issuers.iter().flat_map(|s| s.with_kid(kid))),
-            ),
+            // The keys named `kid` first; then, as python-jose (which ignores `kid`), every
+            // other key: a JWKS entry may omit its `kid` (RFC 7517 4.5).
+            Some(kid) => self
+                .try_keys(
+                    token,
+                    local
+                        .with_kid(kid)
+                        .chain(issuers.iter().flat_map(|s| s.with_kid(kid))),
+                )
+                .or_else(|| {
+                    self.try_keys(
+                        token,
+                        local
+                            .keys
+                            .iter()
+                            .chain(issuers.iter().flat_map(|s| s.keys.iter()))
+                            .filter(|k| k.kid.as_deref() != Some(kid)),
+                    )
+                }),
             None => self.try_keys(
                 token,
                 local
@@ -434,6 +454,41 @@ mod tests {
         assert_eq!(claims.subject.as_deref(), Some("1"));
     }
 
+    /// A token signed with `key`, naming `kid` in its header.
+    fn token_with_kid(key: &str, kid: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let signing = jsonwebtoken::EncodingKey::from_rsa_pem(fixture(key).as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &json!({"sub": "1"}), &signing).unwrap()
+    }
+
+    /// A JWKS entry's `kid` is optional (RFC 7517 4.5), and python-jose ignores `kid`: a token
+    /// naming one verifies with a key published without one, or under another `kid`.
+    #[tokio::test]
+    async fn a_kid_that_no_key_carries_falls_back_to_every_key() {
+        let unnamed: Value = serde_json::from_str(&fixture("issuer_a.pub.json")).unwrap();
+        assert!(unnamed.get("kid").is_none());
+        let mut renamed = unnamed.clone();
+        renamed["kid"] = json!("kid-b");
+        for jwk in [unnamed, renamed] {
+            let keys = KeySet::from_jwks(&json!({"keys": [jwk]})).unwrap();
+            let source = StaticKeys {
+                local: KeySet::default(),
+                issuers: vec![Arc::new(keys)],
+            };
+            let verifier = JwtVerifier::new(Box::new(source), opts(), 0);
+            let token = token_with_kid("issuer_a.pem", "kid-a");
+            let claims = verifier.verify_claims(&token).await.unwrap().0;
+            assert_eq!(claims.subject.as_deref(), Some("1"));
+            // A token no key verifies is still refused, and says which kid nobody holds.
+            let forged = token_with_kid("issuer_b.pem", "kid-a");
+            assert_eq!(
+                verifier.verify_claims(&forged).await.map(|c| c.0.subject),
+                Err("no key with kid \"kid-a\"".to_string())
+            );
+        }
+    }
+
     #[test]
     fn claim_checks_follow_python_jose() {
         let now = 1_000_000.0;
@@ -449,6 +504,23 @@ mod tests {
         )
         .is_ok());
         assert!(check_claims(&map(json!({"sub": 5})), &opts(), now).is_err());
+        // Present but of the wrong type: python-jose refuses these, and so do we.
+        for (claims, error) in [
+            (json!({"aud": null}), "Invalid claim format in token"),
+            (
+                json!({"aud": ["gitlab-ai-gateway", 5]}),
+                "Invalid claim format in token",
+            ),
+            (json!({"sub": null}), "Subject must be a string."),
+            (json!({"jti": 5}), "JWT ID must be a string."),
+        ] {
+            assert_eq!(
+                check_claims(&map(claims.clone()), &opts(), now),
+                Err(error.to_string()),
+                "{claims}"
+            );
+        }
+        assert!(check_claims(&map(json!({"jti": "j"})), &opts(), now).is_ok());
         assert!(check_claims(&map(json!({"iat": "x"})), &opts(), now).is_err());
         let strict = VerifyOptions {
             require_exp: true,
