@@ -192,6 +192,9 @@ pub struct ModelCall {
     pub waited_for_first: Duration,
 }
 
+/// Most candidates a whole answer keeps (Vertex gives at most 4).
+const MAX_CANDIDATES: usize = 16;
+
 /// The whole answer of a call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
@@ -207,7 +210,15 @@ pub struct Answer {
 
 impl Answer {
     fn add(&mut self, chunk: ModelChunk) {
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
         let i = chunk.candidate as usize;
+        // The index comes from the upstream: no provider answers more than a handful of
+        // candidates, and an absurd index must not size an allocation.
+        if i >= MAX_CANDIDATES {
+            return;
+        }
         if self.texts.len() <= i {
             self.texts.resize(i + 1, String::new());
             self.scores.resize(i + 1, None);
@@ -219,9 +230,6 @@ impl Answer {
             if let Some(score) = self.scores.get_mut(i) {
                 *score = chunk.score;
             }
-        }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
         }
     }
 

@@ -270,3 +270,31 @@ async fn v2_generations_prompt_id_reach_anthropic() {
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].json()["stream"], true);
 }
+
+/// A 429 whose `retry-after-ms` is absurd (`1e30`, more than a `Duration` holds) is still the
+/// upstream's 429: the wait is clamped to a day, which is longer than any retry waits, so the
+/// client gets the original's 421 at once (it panicked the request actor: 503 "Inference failed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_retry_after_ms_is_still_the_upstreams_429() {
+    let fake = FakeUpstream::start().await;
+    let gw = kit(&fake).gateway(&[]);
+    fake.push(
+        Reply::json(429, &anthropic_error_body("rate_limit_error", "slow down"))
+            .header("retry-after-ms", "1e30"),
+    );
+    let res = post(
+        &gw,
+        "/v1/prompts/generate_commit_message",
+        &json!({"inputs": {"diff": "diff --git a/x b/x\n+hello"}}),
+    )
+    .await;
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status, body),
+        (421, json!({"detail": "429: Too Many Requests"})),
+        "{}",
+        gw.stderr()
+    );
+    assert_eq!(fake.requests().len(), 1, "not retried");
+}

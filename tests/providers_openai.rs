@@ -249,3 +249,21 @@ async fn codestral_fim_with_mistral_key() {
     assert_eq!(b["prompt"], "def add(a, ");
     assert_eq!(b["suffix"], ":\n    pass");
 }
+
+/// A self-hosted model that numbers its choice 4294967295: the gateway sized its answer by the
+/// upstream's index and the allocation (103 GB) aborted the whole process. A candidate index
+/// beyond any provider's is now ignored, and the gateway answers and stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_choice_index_is_ignored() {
+    let fake = FakeUpstream::start().await;
+    let gw = kit(&fake).gateway(&[]);
+    let mut answer = openai_text("x", 7, 3);
+    answer["choices"][0]["index"] = json!(u32::MAX);
+    fake.push(Reply::json(200, &answer));
+    let res = post(&gw, "/v2/code/completions", &body(&fake, false)).await;
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    assert_eq!(status, 200, "{text}\n{}", gw.stderr());
+    let health = reqwest::get(format!("{}/monitoring/healthz", gw.api)).await;
+    assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200));
+}

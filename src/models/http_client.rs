@@ -245,7 +245,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+            // Clamped: a huge value would overflow `Duration` (a panic) or `Instant` (parking).
+            return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
         }
     }
     get("retry-after")
