@@ -652,3 +652,40 @@ async fn counts_live_in_redis() {
         "one request counted in Redis: {fields:?}"
     );
 }
+
+/// A refusal is a 429 with `Retry-After` on the chat invokables and the prompt registry too, and
+/// the access log names the refused dimension (they answered 502 "Anthropic API Connection
+/// Error." and 503 "Inference failed").
+#[tokio::test]
+async fn chat_invokables_and_registry_prompts_are_refused_with_a_429() {
+    let one_a_minute = json!({"requests_per_minute": 1});
+    let limits = json!({
+        TEXT_ENGINE: {TEXT_MODEL: one_a_minute},
+        CHAT_ENGINE: {CHAT_MODEL: one_a_minute},
+    })
+    .to_string();
+    let gw = gateway(&[("AIGW_MODEL_QUOTAS", &limits)]);
+    let calls = [
+        (
+            "/v1/chat/explain_code",
+            json!({"prompt_components": [{"type": "prompt",
+                "metadata": {"source": "gitlab-rails-sm", "version": "16.5.0-ee"},
+                "payload": {"content": "\n\nHuman: hi\n\nAssistant:", "provider": "anthropic", "model": "claude-2.1"}}]}),
+        ),
+        (
+            "/v1/prompts/generate_commit_message",
+            json!({"inputs": {"diff": "diff --git a/x b/x\n+hello"}}),
+        ),
+    ];
+    for (path, body) in &calls {
+        assert_eq!(post(&gw, path, body).await.status(), 200, "{path}");
+    }
+    for (path, body) in &calls {
+        assert_refused(post(&gw, path, body).await).await;
+        let refused = gw.wait_record(|r| {
+            r["logger"] == "api.access" && r["path"] == *path && r["status_code"] == 429
+        });
+        let refused = refused.unwrap_or_else(|| panic!("no 429 line for {path}"));
+        assert_eq!(refused["quota_refused"], "requests", "{refused}");
+    }
+}
