@@ -1097,7 +1097,20 @@ impl Actor for QuotaActor {
                 let refusal = if state.waiters.is_empty() {
                     match state.attempt(tokens).await {
                         Attempt::Granted(grant) => {
-                            let _ = reply.send(Ok(grant));
+                            // The caller may have given up while the backend answered: give
+                            // the slot back rather than hold it until the lease expires.
+                            if let Err(ractor::MessagingErr::SendErr(Ok(grant))) =
+                                reply.send(Ok(grant))
+                            {
+                                state
+                                    .release(Release {
+                                        grant,
+                                        actual_tokens: Some(0),
+                                        duration: Duration::ZERO,
+                                    })
+                                    .await;
+                                state.drain().await;
+                            }
                             return Ok(());
                         }
                         Attempt::Refused(refusal) => Some(refusal),
