@@ -182,10 +182,23 @@ async fn drive<T: Send + 'static, E: Send + 'static>(
         // Waiting for room in the channel is the backpressure; the total deadline still holds.
         let sent = tokio::select! {
             biased;
-            sent = events.send(event) => sent.is_ok(),
-            _ = tokio::time::sleep_until(total) => {
-                return CallEnd::TimedOut(Deadline::Total);
-            }
+            sent = events.send(event) => Some(sent.is_ok()),
+            _ = tokio::time::sleep_until(total) => None,
+        };
+        let Some(sent) = sent else {
+            // Release the upstream now, then tell the reader why the stream ends once it has
+            // room (for at most one idle period): a channel closed without a terminal event
+            // reads as a crashed or killed actor.
+            drop(std::mem::replace(
+                &mut stream,
+                futures::stream::empty().boxed(),
+            ));
+            let _ = tokio::time::timeout(
+                deadlines.idle,
+                events.send(StreamEvent::TimedOut(Deadline::Total)),
+            )
+            .await;
+            return CallEnd::TimedOut(Deadline::Total);
         };
         if !sent {
             return CallEnd::Cancelled;

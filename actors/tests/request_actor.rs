@@ -375,3 +375,33 @@ async fn calls_from_one_thread_share_one_shard_under_the_supervisor() {
         );
     }
 }
+
+/// The total deadline firing while the actor waits for room behind a slow reader still ends the
+/// stream with `TimedOut`: a channel closed without a terminal event reads as a crashed actor
+/// ("Inference failed" instead of "Inference timed out"). On the paused clock: the reader's
+/// sleep lets time run to the deadline only once the actor is blocked on the full channel.
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_behind_a_slow_reader_still_says_timed_out() {
+    let spawner = spawner().await;
+    let deadlines = Deadlines {
+        idle: Duration::from_secs(5),
+        total: Duration::from_millis(200),
+    };
+    // An endless upstream, always ready, and a channel of one that nobody reads yet.
+    let rx = spawner
+        .start(
+            || stream::iter((0..).map(Ok::<Item, Error>)).boxed(),
+            1,
+            deadlines,
+        )
+        .await
+        .expect("starts");
+    // The reader comes back after the deadline; whatever it finds ends with the timeout.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let events = collect(rx).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("timeout Total"),
+        "{events:?}"
+    );
+}
