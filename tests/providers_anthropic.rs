@@ -298,3 +298,35 @@ async fn an_absurd_retry_after_ms_is_still_the_upstreams_429() {
     );
     assert_eq!(fake.requests().len(), 1, "not retried");
 }
+
+/// A client that gives up while the gateway still waits for the model's first text (a
+/// cancelled completion) cancels the upstream call at once, not when the idle timeout fires,
+/// and its request still gets an access-log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_before_the_first_chunk_cancels_the_upstream_call() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    let gw = kit.gateway(&[("AIGW_MODELS__IDLE_TIMEOUT_S", "300")]);
+    // The head and `message_start`, then nothing.
+    let mut parts: Vec<Part> = anthropic_head(11).into_iter().map(Part::Data).collect();
+    parts.push(Part::Stall);
+    fake.push(Reply::stream("text/event-stream", parts));
+    let client = reqwest::Client::new();
+    let call = client
+        .post(format!("{}{}", gw.api, kit.stream_path))
+        .json(&kit.stream_body)
+        .send();
+    // The client goes away once the upstream has the request.
+    tokio::select! {
+        res = call => panic!("answered before any text: {:?}", res.map(|r| r.status())),
+        arrived = fake.wait_requests(1) => assert!(arrived),
+    }
+    drop(client);
+    assert!(
+        fake.wait_closed_by_peer().await,
+        "the upstream call is still open after its client went away"
+    );
+    let line = gw.access_log(kit.stream_path);
+    assert_eq!(line["client_disconnected"], true, "{line}");
+    assert_eq!(line["status_code"], 499, "{line}");
+}

@@ -72,6 +72,11 @@ pub struct PendingLine {
 }
 
 impl PendingLine {
+    /// Write the line of a request that was dropped before it answered (its client went away).
+    pub fn write_unanswered(self) {
+        self.write(None, None, true);
+    }
+
     fn write(self, first_chunk_s: Option<f64>, body_error: Option<String>, disconnected: bool) {
         let PendingLine {
             mut head,

@@ -169,8 +169,16 @@ pub async fn edge(
     req.extensions_mut().insert(Arrival(arrived));
     let span = tracing::info_span!("request", correlation_id = %cid);
 
-    let head = request_head(&req, &cid, arrived_at);
     let method = req.method().clone();
+    // Until the response starts, the line is written by this guard should the request be
+    // dropped (a client that went away: the server drops its handler).
+    let mut unanswered = Unanswered {
+        head: Some(request_head(&req, &cid, arrived_at)),
+        method: method.clone(),
+        arrived,
+        cpu_at_arrival,
+        log: log.clone(),
+    };
 
     // Authentication, before routing.
     let outcome = match &state {
@@ -211,7 +219,16 @@ pub async fn edge(
         Some(message) => req.into_response(ApiError::Unauthorized(message).error_response()),
         // Routing needs sole ownership of the request, so no clone of it may be held here;
         // an error from the inner service (none of ours returns one) goes up to actix.
-        None => next.call(req).instrument(span).await?.map_into_boxed_body(),
+        None => match next.call(req).instrument(span).await {
+            Ok(res) => res.map_into_boxed_body(),
+            Err(e) => {
+                unanswered.head = None;
+                return Err(e);
+            }
+        },
+    };
+    let Some(head) = unanswered.head.take() else {
+        return Ok(res.map_body(|_, b| LoggedBody::detached(b)));
     };
 
     let response_start = arrived.elapsed().as_secs_f64();
@@ -393,6 +410,49 @@ fn request_head(
         client_ip,
         client_port,
         http_version,
+    }
+}
+
+/// Writes the access-log line (status 499, `client_disconnected`) of a request dropped before
+/// its response started.
+struct Unanswered {
+    head: Option<RequestHead>,
+    method: Method,
+    arrived: Instant,
+    cpu_at_arrival: f64,
+    log: RequestLog,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(head) = self.head.take() else {
+            return;
+        };
+        let RequestHead {
+            mut fields,
+            path_query,
+            client_ip,
+            client_port,
+            http_version,
+        } = head;
+        let message = access_message(
+            &client_ip,
+            client_port,
+            self.method.as_str(),
+            &path_query,
+            http_version,
+            499,
+        );
+        fields.set("status_code", Value::from(499u16));
+        PendingLine {
+            head: fields,
+            message,
+            arrived: self.arrived,
+            response_start_s: self.arrived.elapsed().as_secs_f64(),
+            cpu_at_arrival: self.cpu_at_arrival,
+            log: self.log.clone(),
+        }
+        .write_unanswered();
     }
 }
 

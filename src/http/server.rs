@@ -53,6 +53,9 @@ pub fn start(
     .shutdown_timeout(settings.http.shutdown_timeout_s)
     .tcp_nodelay(true)
     .on_connect(crate::http::disconnect::on_connect)
+    // A FIN from the client means it is gone (see `http::disconnect`): drop the request's
+    // handler, and with it the model call it may still be waiting on.
+    .h1_allow_half_closed(false)
     .keep_alive(Duration::from_secs(settings.http.keep_alive_s))
     .max_connections(settings.http.max_connections_per_worker)
     .backlog(4096)
