@@ -843,10 +843,12 @@ impl Settings {
                 self.models.connect_timeout_s,
             ),
         ] {
-            if !(secs.is_finite() && secs > 0.0 && secs < 86_400.0) {
+            // At least a millisecond: a smaller value is a zero `Duration`, and a zero ping
+            // interval panics tokio's interval on every stream.
+            if !(secs.is_finite() && (0.001..86_400.0).contains(&secs)) {
                 return Err(ConfigError::new(
                     name,
-                    "must be a number of seconds greater than 0 and less than 86400",
+                    "must be a number of seconds of at least 0.001 and less than 86400",
                 ));
             }
         }
@@ -1201,6 +1203,11 @@ mod tests {
 
         let e = load(&[("AIGW_FASTAPI__API_HOST", "not a host!")]).unwrap_err();
         assert_eq!(e.setting, "AIGW_FASTAPI__API_HOST");
+
+        // Below a millisecond a duration is zero, and a zero ping interval panics every stream.
+        let e = load(&[("AIGW_MODELS__SSE_PING_INTERVAL_S", "1e-10")]).unwrap_err();
+        assert_eq!(e.setting, "AIGW_MODELS__SSE_PING_INTERVAL_S");
+        assert!(load(&[("AIGW_MODELS__SSE_PING_INTERVAL_S", "0.001")]).is_ok());
 
         let e =
             load(&[("AIGW_MODEL_ENGINE_CONCURRENCY_LIMITS", r#"{"a":{"b":"x"}}"#)]).unwrap_err();

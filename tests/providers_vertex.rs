@@ -308,3 +308,32 @@ async fn a_broken_key_file_stops_startup_naming_the_variable() {
     .expect("startup fails");
     assert!(err.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{err}");
 }
+
+/// A token endpoint announcing an absurd lifetime (`expires_in` of 2^64 − 1 seconds, more than
+/// an `Instant` can add) is believed for a day at most; the addition panicked every Vertex call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_token_lifetime_is_capped() {
+    let fake = FakeUpstream::start().await;
+    // Routed before the kit's own metadata answer, which it therefore shadows.
+    let mut token = google_token("ya29.forever");
+    token["expires_in"] = json!(u64::MAX);
+    fake.route("/computeMetadata/", Reply::json(200, &token));
+    let kit = kit(&fake);
+    let gw = kit.gateway(&[]);
+    for _ in 0..2 {
+        fake.push(Reply::json(200, &vertex_predict(&[(" bool:", -1.0)], 5, 2)));
+        let res = post(&gw, kit.whole_path, &kit.whole_body).await;
+        let status = res.status().as_u16();
+        assert_eq!(
+            status,
+            200,
+            "{}\n{}",
+            res.text().await.unwrap(),
+            gw.stderr()
+        );
+    }
+    // Cached like any token: one ask for two calls.
+    assert_eq!(fake.requests_to("/computeMetadata/").len(), 1);
+    let sent = &fake.requests_to(":predict")[0];
+    assert_eq!(sent.header("authorization"), Some("Bearer ya29.forever"));
+}

@@ -27,6 +27,8 @@ use super::{ModelError, ModelErrorKind};
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Tokens are refreshed this long before they expire.
 const REFRESH_BEFORE: Duration = Duration::from_secs(225);
+/// The longest lifetime of an access token that is believed (seconds).
+const MAX_LIFETIME_S: u64 = 86_400;
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 
@@ -250,7 +252,10 @@ impl GoogleAuth {
                 "google token endpoint sent no access_token",
             )
         })?;
-        Ok((token.to_string(), v["expires_in"].as_u64().unwrap_or(3600)))
+        // Google's tokens live an hour; a lifetime beyond a day is the endpoint's mistake, and
+        // one beyond what an `Instant` can add would panic the caller.
+        let expires_in = v["expires_in"].as_u64().unwrap_or(3600).min(MAX_LIFETIME_S);
+        Ok((token.to_string(), expires_in))
     }
 }
 
