@@ -330,3 +330,35 @@ async fn a_client_leaving_before_the_first_chunk_cancels_the_upstream_call() {
     assert_eq!(line["client_disconnected"], true, "{line}");
     assert_eq!(line["status_code"], 499, "{line}");
 }
+
+/// An upstream that never completes its SSE line (here 17 MiB of one `data:` line, then
+/// silence) is a failed call once it passes 16 MiB, not a buffer growing until the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_sse_line_is_a_failed_call() {
+    let fake = FakeUpstream::start().await;
+    let kit = kit(&fake);
+    let gw = kit.gateway(&[("AIGW_MODELS__IDLE_TIMEOUT_S", "300")]);
+    let mut parts: Vec<Part> = anthropic_head(11).into_iter().map(Part::Data).collect();
+    parts.push(Part::Data(b"event: content_block_delta\ndata: ".to_vec()));
+    parts.extend((0..68).map(|_| Part::Data(vec![b'x'; 256 * 1024])));
+    parts.push(Part::Stall);
+    fake.push(Reply::stream("text/event-stream", parts));
+    // No text came before the failure: the original's 503, before any byte of a stream.
+    let res = post(&gw, kit.stream_path, &kit.stream_body).await;
+    let status = res.status().as_u16();
+    let body = tokio::time::timeout(std::time::Duration::from_secs(20), res.text())
+        .await
+        .expect("the call ends")
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (503, r#"{"detail":"Inference failed"}"#)
+    );
+    assert!(
+        fake.wait_closed_by_peer().await,
+        "the upstream call was closed"
+    );
+    let line = gw.access_log(kit.stream_path);
+    let logged = line.to_string();
+    assert!(logged.contains("without completing a frame"), "{line}");
+}

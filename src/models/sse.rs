@@ -208,12 +208,20 @@ pub fn closed_early(upstream: &str) -> ModelError {
     )
 }
 
+/// The most bytes an upstream may send without completing a frame (an SSE event, a JSON array
+/// element). Real frames are a few hundred bytes; without a bound, an upstream that never ends
+/// its line would grow the framer's buffer until the idle timeout.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
 struct Drive<F, H> {
     body: BoxStream<'static, Result<Bytes, reqwest::Error>>,
     framer: F,
     handler: H,
     upstream: &'static str,
     done: bool,
+    /// Bytes read since the last complete frame (an upper bound on the frame being read, less
+    /// at most one read's worth carried over).
+    pending: usize,
 }
 
 /// The chunks of an upstream response body read through `framer` and `handler`.
@@ -233,6 +241,7 @@ where
         handler,
         upstream,
         done: false,
+        pending: 0,
     };
     stream::unfold(state, |mut st| async move {
         if st.done {
@@ -240,18 +249,32 @@ where
         }
         loop {
             match st.framer.next_frame() {
-                Ok(Some(frame)) => match st.handler.frame(frame) {
-                    Step::Skip => continue,
-                    Step::Chunk(chunk) => return Some((Ok(chunk), st)),
-                    Step::End(last) => {
-                        st.done = true;
-                        return last.map(|c| (Ok(c), st));
+                Ok(Some(frame)) => {
+                    st.pending = 0;
+                    match st.handler.frame(frame) {
+                        Step::Skip => continue,
+                        Step::Chunk(chunk) => return Some((Ok(chunk), st)),
+                        Step::End(last) => {
+                            st.done = true;
+                            return last.map(|c| (Ok(c), st));
+                        }
+                        Step::Fail(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
                     }
-                    Step::Fail(e) => {
-                        st.done = true;
-                        return Some((Err(e), st));
-                    }
-                },
+                }
+                Ok(None) if st.pending > MAX_FRAME_BYTES => {
+                    st.done = true;
+                    let e = ModelError::new(
+                        ModelErrorKind::Protocol,
+                        format!(
+                            "{} sent more than {MAX_FRAME_BYTES} bytes without completing a frame",
+                            st.upstream
+                        ),
+                    );
+                    return Some((Err(e), st));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     st.done = true;
@@ -259,7 +282,10 @@ where
                 }
             }
             match st.body.next().await {
-                Some(Ok(bytes)) => st.framer.push(&bytes),
+                Some(Ok(bytes)) => {
+                    st.pending += bytes.len();
+                    st.framer.push(&bytes);
+                }
                 Some(Err(e)) => {
                     st.done = true;
                     return Some((Err(body_error(st.upstream, &e)), st));
