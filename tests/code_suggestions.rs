@@ -557,6 +557,8 @@ async fn a_client_that_disconnects_cancels_the_model_call() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(cancelled, Some(1.0), "the model call was cancelled");
+    let line = gw.access_log("/v4/code/suggestions");
+    assert_eq!(line["client_disconnected"], true, "{line}");
 }
 
 #[tokio::test]
