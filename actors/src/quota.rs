@@ -940,7 +940,6 @@ impl QuotaState {
             actual_tokens,
             duration,
         } = release;
-        self.running.remove(&grant.lease);
         let avg = match self.avg_call {
             Some(avg) => avg.mul_f64(0.8) + duration.mul_f64(0.2),
             None => duration,
@@ -949,10 +948,24 @@ impl QuotaState {
         let delta = actual_tokens
             .map(|actual| actual as i64 - grant.tokens as i64)
             .unwrap_or(0);
+        self.settle(grant, delta).await;
+    }
+
+    /// Give back a grant that never reached its caller (it gave up while the grant was being
+    /// made): the slot is free again and its estimated tokens are returned. No call ran, so the
+    /// average call duration learns nothing from it.
+    async fn give_back(&mut self, grant: Grant) {
+        let unused = -(grant.tokens as i64);
+        self.settle(grant, unused).await;
+    }
+
+    /// End `grant`'s lease in the store, correcting its tokens by `delta_tokens`.
+    async fn settle(&mut self, grant: Grant, delta_tokens: i64) {
+        self.running.remove(&grant.lease);
         let args = ReconcileArgs {
             lease: grant.lease,
             bucket: grant.bucket,
-            delta_tokens: delta,
+            delta_tokens,
         };
         let backend = match grant.via {
             Via::Primary => Arc::clone(&self.shared.backend),
@@ -982,13 +995,8 @@ impl QuotaState {
                     if let Err(ractor::MessagingErr::SendErr(Ok(grant))) =
                         waiter.reply.send(Ok(grant))
                     {
-                        // The caller gave up meanwhile: give the slot back.
-                        self.release(Release {
-                            grant,
-                            actual_tokens: Some(0),
-                            duration: Duration::ZERO,
-                        })
-                        .await;
+                        // The caller gave up meanwhile.
+                        self.give_back(grant).await;
                     }
                 }
                 Attempt::Refused(_) => {
@@ -1102,13 +1110,7 @@ impl Actor for QuotaActor {
                             if let Err(ractor::MessagingErr::SendErr(Ok(grant))) =
                                 reply.send(Ok(grant))
                             {
-                                state
-                                    .release(Release {
-                                        grant,
-                                        actual_tokens: Some(0),
-                                        duration: Duration::ZERO,
-                                    })
-                                    .await;
+                                state.give_back(grant).await;
                                 state.drain().await;
                             }
                             return Ok(());
@@ -1194,13 +1196,7 @@ impl Actor for QuotaActor {
                     };
                     if let Err(ractor::MessagingErr::SendErr(Ok(grant))) = waiter.reply.send(answer)
                     {
-                        state
-                            .release(Release {
-                                grant,
-                                actual_tokens: Some(0),
-                                duration: Duration::ZERO,
-                            })
-                            .await;
+                        state.give_back(grant).await;
                     }
                 }
                 state.publish_queue();

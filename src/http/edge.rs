@@ -270,31 +270,14 @@ pub async fn edge(
         }
     }
 
-    let RequestHead {
-        mut fields,
-        path_query,
-        client_ip,
-        client_port,
-        http_version,
-    } = head;
-    let message = access_message(
-        &client_ip,
-        client_port,
-        method.as_str(),
-        &path_query,
-        http_version,
+    let pending = head.into_line(
+        &method,
         status.as_u16(),
-    );
-    fields.set("status_code", Value::from(status.as_u16()));
-    let head = fields;
-    let pending = PendingLine {
-        head,
-        message,
         arrived,
-        response_start_s: response_start,
+        response_start,
         cpu_at_arrival,
         log,
-    };
+    );
     Ok(res.map_body(move |_, body| LoggedBody::new(body, pending)))
 }
 
@@ -428,30 +411,14 @@ impl Drop for Unanswered {
         let Some(head) = self.head.take() else {
             return;
         };
-        let RequestHead {
-            mut fields,
-            path_query,
-            client_ip,
-            client_port,
-            http_version,
-        } = head;
-        let message = access_message(
-            &client_ip,
-            client_port,
-            self.method.as_str(),
-            &path_query,
-            http_version,
+        head.into_line(
+            &self.method,
             499,
-        );
-        fields.set("status_code", Value::from(499u16));
-        PendingLine {
-            head: fields,
-            message,
-            arrived: self.arrived,
-            response_start_s: self.arrived.elapsed().as_secs_f64(),
-            cpu_at_arrival: self.cpu_at_arrival,
-            log: self.log.clone(),
-        }
+            self.arrived,
+            self.arrived.elapsed().as_secs_f64(),
+            self.cpu_at_arrival,
+            self.log.clone(),
+        )
         .write_unanswered();
     }
 }
@@ -463,6 +430,44 @@ struct RequestHead {
     client_ip: String,
     client_port: u16,
     http_version: &'static str,
+}
+
+impl RequestHead {
+    /// The access-log line of this request, answered with `status`.
+    fn into_line(
+        self,
+        method: &Method,
+        status: u16,
+        arrived: Instant,
+        response_start_s: f64,
+        cpu_at_arrival: f64,
+        log: RequestLog,
+    ) -> PendingLine {
+        let RequestHead {
+            mut fields,
+            path_query,
+            client_ip,
+            client_port,
+            http_version,
+        } = self;
+        let message = access_message(
+            &client_ip,
+            client_port,
+            method.as_str(),
+            &path_query,
+            http_version,
+            status,
+        );
+        fields.set("status_code", Value::from(status));
+        PendingLine {
+            head: fields,
+            message,
+            arrived,
+            response_start_s,
+            cpu_at_arrival,
+            log,
+        }
+    }
 }
 
 /// When the request arrived, put in its extensions by [`edge`].
