@@ -189,10 +189,7 @@ async fn drive<T: Send + 'static, E: Send + 'static>(
             // Release the upstream now, then tell the reader why the stream ends once it has
             // room (for at most one idle period): a channel closed without a terminal event
             // reads as a crashed or killed actor.
-            drop(std::mem::replace(
-                &mut stream,
-                futures::stream::empty().boxed(),
-            ));
+            drop(stream);
             let _ = tokio::time::timeout(
                 deadlines.idle,
                 events.send(StreamEvent::TimedOut(Deadline::Total)),

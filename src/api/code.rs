@@ -888,8 +888,7 @@ enum Outcome {
 /// original's 503 `Inference failed` (with the upstream's `Retry-After` when it gave one).
 pub(crate) fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
     if let CallFailure::Quota(refusal) = failure {
-        log.set("quota_refused", refusal.dimension.label());
-        return crate::quota::refusal_error(refusal);
+        return crate::quota::refused(refusal, log);
     }
     log.set("model_exception_message", failure.describe());
     if let CallFailure::Model(e) = failure {

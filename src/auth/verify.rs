@@ -273,34 +273,21 @@ impl JwtVerifier {
         issuers: &[Arc<KeySet>],
     ) -> Option<Map<String, Value>> {
         let local = self.keys.local();
-        match kid {
-            // The keys named `kid` first; then, as python-jose (which ignores `kid`), every
-            // other key: a JWKS entry may omit its `kid` (RFC 7517 4.5).
-            Some(kid) => self
-                .try_keys(
-                    token,
-                    local
-                        .with_kid(kid)
-                        .chain(issuers.iter().flat_map(|s| s.with_kid(kid))),
-                )
-                .or_else(|| {
-                    self.try_keys(
-                        token,
-                        local
-                            .keys
-                            .iter()
-                            .chain(issuers.iter().flat_map(|s| s.keys.iter()))
-                            .filter(|k| k.kid.as_deref() != Some(kid)),
-                    )
-                }),
-            None => self.try_keys(
-                token,
-                local
-                    .keys
-                    .iter()
-                    .chain(issuers.iter().flat_map(|s| s.keys.iter())),
-            ),
-        }
+        let every_key = || {
+            local
+                .keys
+                .iter()
+                .chain(issuers.iter().flat_map(|s| s.keys.iter()))
+        };
+        // The keys named by the token's `kid` first; then, as python-jose (which ignores `kid`),
+        // every other key: a JWKS entry may omit its `kid` (RFC 7517 4.5).
+        let named = |k: &&VerificationKey| kid.is_some() && k.kid.as_deref() == kid;
+        self.try_keys(
+            token,
+            every_key()
+                .filter(named)
+                .chain(every_key().filter(|k| !named(k))),
+        )
     }
 
     /// Whether the gateway or one of `issuers` holds a key named `kid`.

@@ -227,6 +227,8 @@ pub async fn edge(
             }
         },
     };
+    // Answered: the line is this function's to write now. (The head is always there: only the
+    // error return above clears it.)
     let Some(head) = unanswered.head.take() else {
         return Ok(res.map_body(|_, b| LoggedBody::detached(b)));
     };

@@ -33,6 +33,7 @@ use futures::FutureExt;
 use tokio::sync::OnceCell;
 
 use crate::config::Settings;
+use crate::http::access_log::RequestLog;
 use crate::http::error::ApiError;
 use crate::models::{ModelChunk, ModelRequest, Prompt, Usage};
 
@@ -273,6 +274,13 @@ pub fn refusal_error(refusal: &Refusal) -> ApiError {
         StatusCode::TOO_MANY_REQUESTS
     };
     ApiError::DetailWithHeaders(status, refusal.describe(), rate_limit_headers(refusal))
+}
+
+/// The answer of every endpoint to a call the quota refused: [`refusal_error`], with the refused
+/// dimension in the request's access-log line as `quota_refused`.
+pub fn refused(refusal: &Refusal, log: &RequestLog) -> ApiError {
+    log.set("quota_refused", refusal.dimension.label());
+    refusal_error(refusal)
 }
 
 /// `Retry-After` and the `x-ratelimit-*` headers of a refusal, in the names OpenAI-compatible

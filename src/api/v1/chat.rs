@@ -176,8 +176,7 @@ fn provider_for(
 /// The original's answers to a failed Anthropic call.
 fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
     if let CallFailure::Quota(refusal) = failure {
-        log.set("quota_refused", refusal.dimension.label());
-        return crate::quota::refusal_error(refusal);
+        return crate::quota::refused(refusal, log);
     }
     log.set("model_exception_message", failure.describe());
     match failure {

@@ -88,8 +88,7 @@ fn detail(status: StatusCode, message: impl Into<String>) -> ApiError {
 /// The original's answer to a failed model call: 421 with the upstream's status when it gave one.
 fn failure_response(failure: &CallFailure, log: &RequestLog) -> ApiError {
     if let CallFailure::Quota(refusal) = failure {
-        log.set("quota_refused", refusal.dimension.label());
-        return crate::quota::refusal_error(refusal);
+        return crate::quota::refused(refusal, log);
     }
     log.set("model_exception_message", failure.describe());
     if let CallFailure::Model(e) = failure {

@@ -481,10 +481,7 @@ async fn agent(
                 ),
             ))
         }
-        Err(CallFailure::Quota(refusal)) => {
-            log.set("quota_refused", refusal.dimension.label());
-            Err(crate::quota::refusal_error(&refusal))
-        }
+        Err(CallFailure::Quota(refusal)) => Err(crate::quota::refused(&refusal, &log)),
         Err(failure) => {
             tracing::warn!(target: "api.chat", "model call failed: {}", failure.describe());
             log.set("model_exception_message", failure.describe());
